@@ -1,0 +1,97 @@
+"""Atomic file writing: a file is either the old version or the complete new one, never half.
+
+Every file ctseg writes (checkpoints, caches, predictions, CSVs, downloads) goes through
+:func:`atomic_write`: the data is written to a temporary file in the *same directory*, flushed and
+``fsync``-ed, then moved over the destination with :func:`os.replace`, which POSIX guarantees to be
+atomic within one file system.  A crash or ``SIGKILL`` at any moment therefore leaves either the
+previous file or the new one; the only debris is a ``.tmp-*`` file that the next write ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import CTSegError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", suffix: str = "") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on success move it over ``path`` atomically.
+
+    ``suffix`` is appended to the temporary name (nibabel and numpy pick formats by extension).
+    If the block raises, the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary *path* (for libraries that want a filename, e.g. ``torch.save``, nibabel).
+
+    The caller writes to the yielded path; on success it is moved over ``path`` atomically.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=suffix or _suffixes(path), dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def ensure_not_inside(out: str | Path, protected: str | Path, what: str = "output") -> None:
+    """Refuse to write ``out`` inside ``protected`` (e.g. predictions into the source dataset)."""
+    out_r, prot_r = Path(out).resolve(), Path(protected).resolve()
+    if out_r == prot_r or prot_r in out_r.parents:
+        raise CTSegError(f"refusing to write {what} inside the source folder {prot_r}", out)
+
+
+def _suffixes(path: Path) -> str:
+    return "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+
+
+def _fsync_dir(d: Path) -> None:
+    # Make the rename itself durable (POSIX); harmless no-op where directories cannot be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

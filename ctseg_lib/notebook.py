@@ -1,0 +1,96 @@
+"""Helpers every chapter's setup cell uses: device report, sizes, and the one data switch.
+
+The book runs on synthetic phantoms by default (no download possible at build time).  Set the
+environment variable ``CTSEG_DATA`` to a folder that holds the real MSD task folders
+(``$CTSEG_DATA/Task03_Liver``, ``$CTSEG_DATA/Task06_Lung``) and the same chapters run on real CT;
+:func:`get_dataset` is the only place that decides.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CTSegError
+
+#: MSD folder names of the two tasks of the book.
+MSD_FOLDERS = {"liver": "Task03_Liver", "lung": "Task06_Lung"}
+#: Where phantoms are generated for the book (ignored by git).
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "book" / "_data"
+
+
+@dataclass
+class Setup:
+    """What a chapter needs to know about where it runs."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    gpu: bool
+    real_data: bool
+    data_root: Path  # folder that holds the datasets (phantoms or CTSEG_DATA)
+
+    def scale(self, cpu: int, gpu: int) -> int:
+        """Pick a size: ``cpu`` on a CPU, ``gpu`` when a GPU is present (epochs, widths, ...)."""
+        return gpu if self.gpu else cpu
+
+
+def detect_device() -> str:
+    """``"cuda"`` > ``"mps"`` > ``"cpu"``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def setup_chapter(title: str, cpu_minutes: float, gpu_minutes: float | None = None) -> Setup:
+    """Print where the chapter runs and how long it will take; return a :class:`Setup`."""
+    import torch
+
+    device = detect_device()
+    gpu = device != "cpu"
+    env = os.environ.get("CTSEG_DATA")
+    real = bool(env)
+    root = Path(env) if env else DEFAULT_CACHE
+    what = torch.cuda.get_device_name(0) if device == "cuda" else device.upper()
+    minutes = gpu_minutes if (gpu and gpu_minutes is not None) else cpu_minutes
+    print(f"{title}: running on {what} (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
+    print(f"data: {'real MSD from CTSEG_DATA=' + str(root) if real else 'synthetic CT phantoms'}; "
+          f"expected run time ≈ {minutes:g} min")
+    if not gpu:
+        print("no GPU: sizes and epochs are CPU-sized (a GPU is 10–50× faster for training)")
+    return Setup(device=device, gpu=gpu, real_data=real, data_root=root)
+
+
+def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
+                root: str | Path | None = None, **synth_kwargs: object) -> Path:
+    """Return an MSD-layout folder for ``task`` ("liver" or "lung").
+
+    With ``CTSEG_DATA`` set, that is ``$CTSEG_DATA/Task03_Liver`` (or ``Task06_Lung``) and nothing
+    is generated.  Otherwise phantoms are generated once into ``book/_data/<task>_<cases>_<seed>``
+    and reused (a marker file is written last, so an interrupted generation is redone).
+    """
+    if task not in MSD_FOLDERS:
+        raise CTSegError(f"unknown task {task!r}; expected one of {sorted(MSD_FOLDERS)}")
+    env = os.environ.get("CTSEG_DATA")
+    if env and root is None:
+        path = Path(env) / MSD_FOLDERS[task]
+        if not (path / "dataset.json").is_file():
+            raise CTSegError(f"CTSEG_DATA is set but {MSD_FOLDERS[task]}/dataset.json is missing "
+                             f"(run: ctseg download --task {task} --out {env})", path)
+        return path
+    from .data.synthetic import write_dataset
+
+    base = Path(root) if root is not None else DEFAULT_CACHE
+    extra = "".join(f"_{k}{v}" for k, v in sorted(synth_kwargs.items()))
+    path = base / f"{task}_{cases}_{test_cases}_{seed}{extra}"
+    marker = path / ".complete"
+    if not marker.exists():
+        t0 = time.perf_counter()
+        write_dataset(task, path, cases=cases, seed=seed, test_cases=test_cases, overwrite=True,
+                      **synth_kwargs)
+        marker.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return path
