@@ -1,0 +1,92 @@
+"""Book hygiene: notebooks committed without outputs, every chapter has learning goals and
+exercises, the toc lists every chapter, and the install cell really installs the package."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+sys.path.insert(0, str(ROOT / "tools"))
+from check_site import toc_files  # noqa: E402
+
+
+def test_there_are_chapters():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_output_free(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: a cell has outputs (clear them before committing)"
+            assert cell.execution_count is None, f"{path.name}: a cell has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_structure(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "remove-cell" in first.metadata.get("tags", [])
+    assert CONFIG["repository"]["url"] in first.source, "install cell must use the repository URL of _config.yml"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert re.search(r"learning goals", text, re.I), f"{path.name}: no learning goals"
+    assert "```{exercise}" in text or "````{exercise}" in text, f"{path.name}: no exercises"
+    assert "{solution}" in text, f"{path.name}: exercises without solutions"
+    heading = next(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert heading.lstrip().startswith("# "), f"{path.name}: first markdown cell must be the title"
+
+
+def test_toc_lists_every_chapter():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    listed = set(toc_files(toc))
+    for nb in NOTEBOOKS:
+        assert f"book/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
+    for f in listed:
+        assert list(ROOT.glob(f + ".*")), f"_toc.yml lists {f} but no such file"
+
+
+def _install_spec(source: str) -> str:
+    m = re.search(r'%pip install --quiet "(ctseg-lib @ git\+[^"]+)"', source)
+    assert m, "install cell must %pip install ctseg-lib from git"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_install_cell_works_in_a_clean_venv(tmp_path):
+    """Install the package the way the first cell does, with the local checkout instead of git.
+
+    The clean venv sees the project's dependencies (already installed here) through a .pth file,
+    so nothing is downloaded, but ctseg_lib itself must come from the install.
+    """
+    spec = _install_spec(nbformat.read(NOTEBOOKS[0], as_version=4).cells[0].source)
+    name = spec.split("@")[0].strip()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    vpy = venv / "bin" / "python"
+    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    deps = sysconfig.get_paths()["purelib"]
+    (Path(site) / "deps.pth").write_text(deps + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PIP_NO_INDEX"] = "1"
+    # build from a copy so the checkout gets no build/ or egg-info debris
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "_build", ".git", "_data", "build", "*.egg-info"))
+    subprocess.run([str(vpy), "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+                    f"{name} @ file://{src}"], check=True, env=env, cwd=tmp_path)
+    out = subprocess.run([str(vpy), "-c", "import ctseg_lib, ctseg_lib.data; print(ctseg_lib.__file__)"],
+                         check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+    assert str(venv) in out, f"ctseg_lib imported from {out!r}, not from the clean venv"
