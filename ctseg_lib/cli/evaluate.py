@@ -1,0 +1,148 @@
+"""``ctseg evaluate``: compare a folder of predicted label maps with the ground truth.
+
+Files are matched by case id (file name without ``.nii.gz``/``.nii``; macOS ``._*`` files are
+ignored).  If ``--gt`` is an MSD task folder (it has ``dataset.json``) its ``labelsTr`` cases and
+``labels`` are used.  Each prediction must lie on exactly the ground truth's voxel grid (same shape
+and affine, checked with :func:`ctseg_lib.data.msd.check_same_grid`).  Per-case, per-label rows go
+to a CSV (written atomically); the per-label summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..errors import CTSegError
+
+HELP = "compute Dice, HD95, NSD, ... of predicted label maps against the ground truth"
+
+CSV_COLUMNS = ["case", "label", "label_name", "dice", "iou", "precision", "recall", "vol_diff_ml", "vol_diff_rel",
+               "hd95", "nsd", "gt_voxels", "pred_voxels", "tp_voxels"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps <case>.nii.gz")
+    p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label maps, or an MSD task folder")
+    p.add_argument("--out", required=True, type=Path, help="CSV file for the per-case metrics")
+    p.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--labels", default=None,
+                   help='labels as JSON (\'{"1": "liver", "2": "tumour"}\') or a JSON file / dataset.json; '
+                        "default: dataset.json of --gt, else the values found in the ground truth")
+    p.add_argument("--regions", default=None,
+                   help='merged labels as JSON, e.g. \'{"liver+tumour": [1, 2]}\'')
+    p.add_argument("--allow-missing", action="store_true",
+                   help="count a missing prediction as an empty mask instead of failing")
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    from ..data.msd import case_id
+
+    if not folder.is_dir():
+        raise CTSegError("folder not found", folder)
+    files = {}
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith("._") or not (f.name.endswith(".nii.gz") or f.name.endswith(".nii")):
+            continue
+        cid = case_id(f)
+        if cid in files:
+            raise CTSegError(f"two files for case {cid!r}: {files[cid].name} and {f.name}", folder)
+        files[cid] = f
+    return files
+
+
+def _parse_json_arg(text: str, what: str) -> object:
+    path = Path(text)
+    if not text.lstrip().startswith("{") and path.exists():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CTSegError(f"{what}: cannot read JSON ({e})", path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CTSegError(f"{what}: not valid JSON nor an existing file ({e}): {text!r}") from None
+
+
+def parse_labels(text: str) -> dict[int, str]:
+    """``--labels`` value → ``{int: name}``; accepts a dataset.json (uses its ``labels``)."""
+    obj = _parse_json_arg(text, "--labels")
+    if isinstance(obj, dict) and "labels" in obj:
+        obj = obj["labels"]
+    if not isinstance(obj, dict) or not obj:
+        raise CTSegError(f"--labels must be a JSON object like {{\"1\": \"liver\"}}, got {text!r}")
+    try:
+        return {int(k): str(v) for k, v in obj.items()}
+    except (TypeError, ValueError):
+        raise CTSegError(f"--labels: keys must be integers, got {list(obj)}") from None
+
+
+def parse_regions(text: str) -> dict[str, tuple[int, ...]]:
+    obj = _parse_json_arg(text, "--regions")
+    try:
+        if not isinstance(obj, dict):
+            raise TypeError
+        return {str(k): tuple(int(x) for x in v) for k, v in obj.items()}
+    except (TypeError, ValueError):
+        raise CTSegError(f"--regions must be a JSON object of integer lists, got {text!r}") from None
+
+
+def _rows_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data.msd import MSDDataset, check_same_grid
+    from ..data.nifti import load_nifti
+    from ..io import ensure_not_inside, write_text_atomic
+    from ..metrics import aggregate, evaluate_case, format_aggregate
+
+    gt_root: Path = args.gt
+    labels: dict[int, str] | None = parse_labels(args.labels) if args.labels else None
+    if (gt_root / "dataset.json").is_file():
+        ds = MSDDataset(gt_root)
+        gt_files = {c.id: c.label for c in ds.cases if c.label is not None}
+        labels = labels or ds.labels
+    else:
+        gt_files = _nifti_files(gt_root)
+    if not gt_files:
+        raise CTSegError("no ground-truth label maps (*.nii.gz) found", gt_root)
+    ensure_not_inside(args.out, gt_root, "metrics CSV")
+    regions = parse_regions(args.regions) if args.regions else None
+    pred_files = _nifti_files(args.pred)
+    missing = sorted(set(gt_files) - set(pred_files))
+    if missing and not args.allow_missing:
+        raise CTSegError(f"no prediction for {len(missing)} ground-truth case(s): {missing[:5]} "
+                         f"(use --allow-missing to count them as empty)", args.pred)
+    extra = sorted(set(pred_files) - set(gt_files))
+    if extra:
+        print(f"note: ignoring {len(extra)} prediction(s) without ground truth: {extra[:5]}")
+
+    if labels is None:  # no names given: every value present in some GT (a second read, small cost)
+        found: set[int] = set()
+        for gt_path in gt_files.values():
+            found |= {int(v) for v in np.unique(load_nifti(gt_path, kind="label").array)}
+        labels = {v: f"label_{v}" for v in sorted(found - {0})}
+
+    rows: list[dict] = []
+    for cid, gt_path in gt_files.items():
+        gt = load_nifti(gt_path, kind="label")
+        if cid in pred_files:
+            pred = load_nifti(pred_files[cid], kind="label")
+            check_same_grid(gt, pred)
+            pred_arr = pred.array
+        else:
+            pred_arr = np.zeros_like(gt.array)
+        rows += evaluate_case(pred_arr, gt.array, gt.spacing, labels, args.tolerance_mm, cid, regions)
+    write_text_atomic(args.out, _rows_to_csv(rows))
+    print(format_aggregate(aggregate(rows)))
+    print(f"\n{len(gt_files)} case(s), NSD tolerance {args.tolerance_mm} mm; per-case metrics -> {args.out}")
+    return 0

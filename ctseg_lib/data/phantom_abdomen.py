@@ -1,0 +1,193 @@
+"""Synthetic contrast-enhanced (portal-venous) abdominal CT with liver and liver tumours (MSD Task03).
+
+Anatomical frame (mm, RAS+): ``x`` → patient's Right, ``y`` → Anterior, ``z`` → Superior; the body
+axis is ``x = y = 0`` and ``z = 0`` is the top of the right hemidiaphragm.  So the liver sits at
+``x > 0`` under the right dome, the spleen at ``x < 0``, the spine at ``y < 0``.
+
+Typical attenuation in the portal-venous phase (e.g. Radiopaedia "Hounsfield unit"; Lee et al.,
+*Computed Body Tomography with MRI Correlation*): fat ≈ -100, muscle 40-60, liver 90-120, spleen
+100-130, aorta 150-250, renal cortex 150-200, hypodense metastases / HCC wash-out 20-70 HU, cortical
+bone 700-1000.  Labels follow MSD: 1 = liver (parenchyma incl. its vessels), 2 = tumour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .phantom_shapes import (
+    Canvas,
+    Grid,
+    body_section,
+    capsule,
+    ellipsoid,
+    paint_ribs,
+    paint_spine,
+    paint_table,
+    posterior_angle,
+    smooth_noise,
+)
+
+LABELS = {"0": "background", "1": "liver", "2": "cancer"}
+
+
+def dome(g: Grid, ac: float, bc: float, left_drop: float) -> np.ndarray:
+    """Height (mm) of the diaphragm ``(X, Y)``: two domes, the right one higher (over the liver)."""
+    x, y = g.x[:, None], g.y[None, :]
+    right = -70 * ((x - 0.35 * ac) / ac) ** 2 - 45 * ((y + 0.1 * bc) / bc) ** 2
+    left = -left_drop - 70 * ((x + 0.4 * ac) / ac) ** 2 - 45 * ((y + 0.1 * bc) / bc) ** 2
+    return np.maximum(right, left)
+
+
+def draw_abdomen(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas:
+    """Paint one abdomen with body half-axes ``a`` (lateral) × ``b`` (antero-posterior) mm."""
+    cv = Canvas(g.shape)
+    fat, wall = rng.uniform(8, 35) * a / 165, rng.uniform(7, 14)
+    ac, bc = a - fat - wall, b - fat - wall  # half-axes of the abdominal cavity
+    rho = body_section(g, a, b)
+    rho_m = body_section(g, a - fat, b - fat)
+    rho_c = body_section(g, ac, bc)
+    full = (slice(None),) * 3
+    fat_hu = rng.uniform(-115, -90)
+    cv.paint(full, (rho <= 1)[..., None], fat_hu)
+    cv.paint(full, (rho_m <= 1)[..., None], rng.uniform(40, 60))  # abdominal wall muscles
+    cavity = (rho_c <= 1)[..., None]
+    cv.paint(full, cavity, fat_hu + 10)  # intra-abdominal fat
+    yv = -b + fat + 62  # vertebral body centre: behind it canal, laminae, paraspinal muscles
+    rv = rng.uniform(17, 22)
+
+    # Thorax above the diaphragm: lung bases, heart.  Below: abdominal organs.
+    zd = dome(g, ac, bc, rng.uniform(5, 20))[..., None]
+    z = g.z[None, None, :]
+    above = cavity & (z > zd)
+    lung = rng.uniform(-880, -820) + 15 * smooth_noise(rng, g.shape, (8, 8, 4))
+    cv.paint(full, above, lung)
+    cv.paint(full, cavity & (np.abs(z - zd + 2) < 2.5), 50)  # diaphragm muscle
+    sl, q = ellipsoid(g, (-0.2 * ac, 0.25 * bc, 55), (0.45 * ac, 0.5 * bc, 60))
+    if sl is not None:
+        cv.paint(sl, q <= 1, rng.uniform(110, 140))  # heart (blood pool, venous phase)
+
+    _bowel(cv, g, rng, ac, bc, yv)
+    # Stomach (left upper quadrant) with an air-fluid level: gas rises anteriorly in a supine patient.
+    c = (-0.4 * ac, 0.2 * bc, -60)
+    sl, q = ellipsoid(g, c, (0.3 * ac, 0.35 * bc, 45), angle=0.4)
+    if sl is not None:
+        _, y, _ = g.coords(sl)
+        cv.paint(sl, q <= 1, 45)
+        inner = q <= 0.8
+        cv.paint(sl, inner, rng.uniform(0, 25))
+        cv.paint(sl, inner & (y > c[1] + rng.uniform(0, 0.25) * bc), -1000)
+
+    liver_hu = rng.uniform(95, 115)
+    _liver(cv, g, rng, ac, bc, zd, liver_hu)
+    spleen_hu = liver_hu + rng.uniform(5, 15)
+    sl, q = ellipsoid(g, (-0.62 * ac, -0.3 * bc, -55), (0.22 * ac, 0.42 * bc, 50), angle=-0.5)
+    if sl is not None:
+        cv.paint(sl, (q <= 1) & (g.z[None, None, sl[2]] < zd[sl[0], sl[1]] - 3), spleen_hu)
+    for side, zc in ((1, -165), (-1, -150)):  # the right kidney lies lower, pushed down by the liver
+        c = (side * (rv + 42), yv + 8, zc + rng.uniform(-15, 15))
+        sl, q = ellipsoid(g, c, (26, 22, 55), angle=side * 0.5)
+        if sl is not None:
+            cv.paint(sl, q <= 1, rng.uniform(150, 190))  # cortex
+            cv.paint(sl, q <= 0.45, rng.uniform(110, 130))  # medulla
+            x, _, _ = g.coords(sl)
+            cv.paint(sl, (q <= 0.35) & (side * (x - c[0]) < -8), fat_hu)  # renal sinus fat
+    # Great vessels: aorta left-anterior of the spine, IVC to the right (it runs behind the liver).
+    aorta_hu = rng.uniform(150, 230)
+    for cx, cy, r, hu, top in ((-14, yv + rv + 14, rng.uniform(10, 13), aorta_hu, g.z[-1] + 5),
+                               (24, yv + rv + 16, rng.uniform(10, 13), liver_hu + 15, 20.0)):
+        sl, d = capsule(g, (cx, cy, g.z[0] - 5), (cx, cy, top), r)
+        if sl is not None:
+            cv.paint(sl, d <= r, hu)
+    for side in (1, -1):  # psoas muscles, growing caudally
+        sl, q = ellipsoid(g, (side * (rv + 18), yv + 2, -260), (22, 20, 150))
+        if sl is not None:
+            cv.paint(sl, q <= 1, 50)
+        sl, q = ellipsoid(g, (side * 38, yv - rv - 22, -100), (32, 26, 400))  # paraspinal muscles
+        if sl is not None:
+            cv.paint(sl, q <= 1, 55)
+    paint_spine(cv, g, yv, rv, rng)
+    rm, reff = body_section(g, a - fat, b - fat), np.hypot(a - fat, b - fat) / np.sqrt(2)
+    z_post = np.arange(8) * -rng.uniform(24, 28) + rng.uniform(40, 60)
+    paint_ribs(cv, g, rm, reff, posterior_angle(g, a, b), z_post, rng.uniform(110, 150),
+               np.linspace(2.9, 1.2, 8), rng)
+    paint_table(cv, g, -b, rng)
+    return cv
+
+
+def _liver(cv: Canvas, g: Grid, rng, ac: float, bc: float, zd: np.ndarray, hu: float) -> None:
+    """Liver (right lobe + left lobe, irregular outline, vessels) and 0-6 hypodense tumours."""
+    lo, hi = (-0.6 * ac, -bc, -230.0), (ac, bc, 5.0)
+    sl = g.box(lo, hi)
+    if sl is None:
+        return
+    x, y, z = g.coords(sl)
+    right = ((x - 0.5 * ac) / (0.5 * ac)) ** 2 + ((y + 0.08 * bc) / (0.75 * bc)) ** 2 + ((z + 80) / 82) ** 2
+    left = ((x + 0.02 * ac) / (0.45 * ac)) ** 2 + ((y - 0.38 * bc) / (0.36 * bc)) ** 2 + ((z + 45) / 38) ** 2
+    shape = np.minimum(right, left) + 0.06 * smooth_noise(rng, right.shape, (24, 24, 10))
+    rho_c = body_section(g, ac - 2, bc - 2)[sl[0], sl[1], None]
+    mask = (shape <= 1) & (rho_c <= 1) & (z < zd[sl[0], sl[1]] - 4)
+    tex = hu + 5 * smooth_noise(rng, mask.shape, (3, 3, 2))
+    n1, n2 = smooth_noise(rng, mask.shape, (10, 10, 5)), smooth_noise(rng, mask.shape, (10, 10, 5))
+    vessels = (np.abs(n1) < 0.12) & (np.abs(n2) < 0.3)  # portal / hepatic veins: tube-like curves
+    tex = np.where(vessels, hu + rng.uniform(30, 60), tex)
+    cv.paint(sl, mask, tex, label=1)
+    if rng.random() < 0.7:  # gallbladder: bile ≈ 0-20 HU under the liver, not part of the liver label
+        gc = (0.15 * ac, 0.45 * bc, -115 + rng.uniform(-10, 10))
+        gsl, q = ellipsoid(g, gc, (15, 20, 35), angle=0.6)
+        if gsl is not None:
+            cv.paint(gsl, q <= 1, rng.uniform(0, 20))
+    _tumours(cv, g, rng, sl, hu)
+
+
+def _tumours(cv: Canvas, g: Grid, rng, sl, liver_hu: float) -> None:
+    """0-6 lobulated hypodense lesions (5-50 mm), some with an enhancing rim; label 2 ⊂ liver."""
+    n = int(rng.choice(7, p=[0.2, 0.25, 0.2, 0.12, 0.1, 0.07, 0.06]))
+    sub = cv.lab[sl]
+    idx = np.flatnonzero(sub == 1)
+    if n == 0 or idx.size == 0:
+        return
+    for _ in range(n):
+        i, j, k = np.unravel_index(idx[rng.integers(idx.size)], sub.shape)
+        c = np.array([g.x[sl[0]][i], g.y[sl[1]][j], g.z[sl[2]][k]])
+        r = float(np.exp(rng.uniform(np.log(2.5), np.log(25))))
+        lobes = [(c, r)] + [(c + rng.normal(0, 0.45 * r, 3), r * rng.uniform(0.4, 0.75))
+                            for _ in range(int(rng.integers(0, 4)))]
+        core_hu, rim = rng.uniform(20, 70), r > 6 and rng.random() < 0.3
+        for lc, lr in lobes:
+            tsl, q = ellipsoid(g, lc, (lr, lr * rng.uniform(0.8, 1.2), lr * rng.uniform(0.8, 1.2)))
+            if tsl is None:
+                continue
+            inliver = cv.lab[tsl] > 0
+            cv.paint(tsl, inliver & (q <= 1), liver_hu + 15 if rim else core_hu, label=2)
+            cv.paint(tsl, inliver & (q <= (0.7 if rim else 0.35)), core_hu - (15 if r > 12 else 0), label=2)
+
+
+def _bowel(cv: Canvas, g: Grid, rng, ac: float, bc: float, yv: float) -> None:
+    """Colon (ascending/descending, gas + stool) and small-bowel loops filling the lower abdomen."""
+    for side in (1, -1):
+        c0 = (side * 0.72 * ac, -0.05 * bc, -330)
+        sl, d = capsule(g, c0, (c0[0], c0[1] + 0.15 * bc, -110), 24)
+        if sl is not None:
+            cv.paint(sl, d <= 24, 45)
+            stool = rng.uniform(-250, 0) + 200 * smooth_noise(rng, d.shape, (3, 3, 2))
+            cv.paint(sl, d <= 20, np.where(stool < -180, -1000, stool))
+    zmin = min(max(float(g.z[0]) - 20, -400.0), -100.0)
+    for _ in range(int(rng.integers(30, 50))):
+        c = (rng.uniform(-0.7, 0.7) * ac, rng.uniform(-0.1, 0.85) * bc, rng.uniform(zmin, -90))
+        r = rng.uniform(9, 17)
+        if c[1] < yv + 30 and abs(c[0]) < 60:
+            continue
+        sl, q = ellipsoid(g, c, (r, r * rng.uniform(0.6, 1.2), r * rng.uniform(0.8, 2.0)), angle=rng.uniform(0, 3))
+        if sl is None:
+            continue
+        cv.paint(sl, q <= 1, rng.uniform(35, 55))  # bowel wall
+        content = rng.choice(3, p=[0.5, 0.25, 0.25])
+        inner = q <= 0.6
+        if content == 0:
+            cv.paint(sl, inner, rng.uniform(5, 25))  # fluid
+        elif content == 1:
+            cv.paint(sl, inner, -1000)  # gas
+        else:
+            _, y, _ = g.coords(sl)
+            cv.paint(sl, inner, rng.uniform(5, 25))
+            cv.paint(sl, inner & (y > c[1]), -1000)  # air-fluid level

@@ -1,0 +1,303 @@
+"""Patient-level splits and the PyTorch datasets that feed 2D / 2.5D slices and 3D patches.
+
+* :func:`split_cases` splits by **patient** (case id), never by slice: neighbouring slices of one
+  scan are nearly identical, so a slice-level split leaks the test set into training.
+* :class:`SliceDataset` serves axial slices (optionally 2.5D stacks of neighbours as channels),
+  :class:`PatchDataset` random 3D patches; both draw foreground-forced samples as nnU-Net does
+  (Isensee et al. 2021: a third of each batch is forced to contain foreground).  Their sampling
+  and the augmentation-free items are reproducible: item ``i`` of epoch ``e`` depends only on
+  ``(seed, e, i)``; call :meth:`set_epoch` before each epoch (with ``persistent_workers=True`` the
+  workers keep the epoch they were forked with, so leave it off).
+* Speed: cases are memory-mapped arrays from :class:`ctseg_lib.cache.CaseCache`, opened once per
+  case, stored slice-major, so an item is a few contiguous reads and no Python loop over voxels.
+  Use ``DataLoader(ds, batch_size, shuffle=True, num_workers=2..8)`` with the default collate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import CTSegError
+from .io import write_json_atomic
+from .preprocessing import Preprocessed
+
+SPLITS = ("train", "val", "test")
+#: Foreground voxel coordinates kept per class per case for 3D oversampling (nnU-Net keeps 10 000).
+MAX_FG_LOCATIONS = 10000
+
+
+# -- splits ------------------------------------------------------------------------------------
+def split_cases(case_ids: Sequence[str], val_fraction: float = 0.2, test_fraction: float = 0.2,
+                seed: int = 0) -> dict[str, list[str]]:
+    """Seeded patient-level split → ``{"train": [...], "val": [...], "test": [...]}`` (each sorted).
+
+    ``round(n * fraction)`` ids go to val and test, the rest to train (at least one).  The result
+    depends only on the *set* of ids and the seed, not on their order.
+    """
+    ids = sorted(str(i) for i in case_ids)
+    if len(set(ids)) != len(ids):
+        raise CTSegError("split_cases: duplicate case ids")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise CTSegError(f"split fractions val={val_fraction}, test={test_fraction} must be in [0, 1) "
+                         "and sum to < 1")
+    n = len(ids)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n - n_test - n_val < 1:
+        raise CTSegError(f"split_cases: {n} case(s) leave no training case with val={val_fraction}, "
+                         f"test={test_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = [ids[i] for i in order]
+    return {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test:n_test + n_val]),
+            "train": sorted(shuffled[n_test + n_val:])}
+
+
+def save_split(split: dict[str, list[str]], path: str | Path) -> Path:
+    """Write a split as JSON atomically."""
+    _check_split(split, path)
+    write_json_atomic(path, {k: list(split[k]) for k in SPLITS})
+    return Path(path)
+
+
+def load_split(path: str | Path) -> dict[str, list[str]]:
+    """Read and validate a split JSON written by :func:`save_split`."""
+    try:
+        split = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CTSegError("split file not found", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CTSegError(f"invalid split JSON ({e})", path) from None
+    _check_split(split, path)
+    return {k: list(split[k]) for k in SPLITS}
+
+
+def _check_split(split: object, path: str | Path) -> None:
+    if not isinstance(split, dict) or set(SPLITS) - set(split):
+        raise CTSegError(f"a split must be an object with keys {list(SPLITS)}", path)
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        ids = split[name]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise CTSegError(f"split '{name}' must be a list of case-id strings", path)
+        for i in ids:
+            if i in seen:
+                raise CTSegError(f"case {i!r} is in both '{seen[i]}' and '{name}' (data leakage)", path)
+            seen[i] = name
+
+
+# -- 2.5D stacks -------------------------------------------------------------------------------
+def stack_25d(volume: np.ndarray, z: int, k: int) -> np.ndarray:
+    """``k`` axial slices centred on ``z`` as channels: ``(X, Y, Z)`` → float32 ``(k, X, Y)``.
+
+    Channel ``j`` is slice ``z - k//2 + j``.  At the volume's ends the missing neighbours are the
+    border slice repeated (edge replication, like ``np.pad(mode="edge")``): zero slices would look
+    like a sharp edge of air that never occurs inside a body.
+    """
+    if k < 1 or k % 2 == 0:
+        raise CTSegError(f"2.5D stack size k must be odd and >= 1, got {k}")
+    n = volume.shape[2]
+    if not 0 <= z < n:
+        raise CTSegError(f"slice index {z} outside the volume's {n} slices")
+    idx = np.clip(np.arange(z - k // 2, z + k // 2 + 1), 0, n - 1)
+    return np.asarray(np.moveaxis(volume, 2, 0)[idx], dtype=np.float32)
+
+
+def slices_of_case(p: Preprocessed, context: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """All 2.5D inputs of a case for inference: float32 ``(stop-start, 2*context+1, X, Y)``.
+
+    Call in chunks (``start``/``stop``) for long scans to bound memory.
+    """
+    n = p.image.shape[2]
+    zs = np.arange(start, n if stop is None else min(stop, n))
+    idx = np.clip(zs[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
+    return np.asarray(np.moveaxis(p.image, 2, 0)[idx], dtype=np.float32)
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    # SeedSequence hashes the whole key list: (seed, epoch) and (seed, epoch, i) are independent streams.
+    if any(int(k) < 0 for k in keys):
+        raise CTSegError(f"seed and epoch must be non-negative integers, got {keys}")
+    return np.random.default_rng([int(k) for k in keys])
+
+
+def _fg_classes(cases: Sequence[Preprocessed], fg_classes: Sequence[int] | None) -> list[int]:
+    if fg_classes is not None:
+        return sorted(int(c) for c in fg_classes)
+    present: set[int] = set()
+    for c in cases:
+        if c.label is not None:
+            present.update(np.unique(np.asarray(c.label)).tolist())
+    return sorted(present - {0})
+
+
+# -- 2D / 2.5D slices --------------------------------------------------------------------------
+class SliceDataset(Dataset):
+    """Axial slices of preprocessed cases for 2D / 2.5D U-Nets.
+
+    Args:
+        cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
+        context: neighbours on each side; items have ``2*context + 1`` channels (0 = plain 2D),
+            same meaning as ``ModelConfig.context``.
+        fg_fraction: share of items forced to show foreground: a class is drawn uniformly from the
+            ``fg_classes`` present, then a slice containing it (nnU-Net uses 0.33).
+        negative_keep: share of slices without any ``fg_classes`` voxel kept each epoch (a fresh
+            random subset per epoch); the original project's negative-slice downsampling.
+        samples_per_epoch: length of an epoch; None = number of slices in the epoch's pool.
+        fg_classes: label values that count as foreground (default: all non-zero present), e.g.
+            ``[2]`` to oversample liver tumour rather than liver.
+        transform: optional ``f(x, y) -> (x, y)`` on the item tensors.
+
+    Items: ``x`` float32 ``(2*context+1, X, Y)``, ``y`` int64 ``(X, Y)``.
+    """
+
+    def __init__(self, cases: Sequence[Preprocessed], context: int = 0, fg_fraction: float = 0.0,
+                 negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
+                 transform: Callable | None = None, fg_classes: Sequence[int] | None = None) -> None:
+        if not cases:
+            raise CTSegError("SliceDataset needs at least one case")
+        if any(c.label is None for c in cases):
+            raise CTSegError("SliceDataset needs labelled cases")
+        if context < 0 or not 0 <= fg_fraction <= 1 or not 0 <= negative_keep <= 1:
+            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction and negative_keep in [0, 1] "
+                             f"(got {context}, {fg_fraction}, {negative_keep})")
+        self.cases, self.context, self.seed, self.transform = list(cases), context, seed, transform
+        self.fg_fraction, self.negative_keep, self.samples_per_epoch = fg_fraction, negative_keep, samples_per_epoch
+        self.fg_classes = _fg_classes(self.cases, fg_classes)
+        # presence[c][k, z]: does slice z of case k contain class fg_classes[c]? One pass over labels.
+        case_of, z_of, has = [], [], []
+        for k, c in enumerate(self.cases):
+            lab = np.moveaxis(c.label, 2, 0)  # (Z, X, Y) view: contiguous per slice
+            flat = np.asarray(lab).reshape(lab.shape[0], -1)
+            has.append(np.stack([(flat == cl).any(axis=1) for cl in self.fg_classes], axis=1)
+                       if self.fg_classes else np.zeros((lab.shape[0], 0), bool))
+            case_of.append(np.full(lab.shape[0], k))
+            z_of.append(np.arange(lab.shape[0]))
+        self.slice_case, self.slice_z = np.concatenate(case_of), np.concatenate(z_of)
+        self.slice_has = np.concatenate(has)  # (n_slices, n_fg_classes) bool
+        positive = self.slice_has.any(axis=1)
+        self.positives, self.negatives = np.flatnonzero(positive), np.flatnonzero(~positive)
+        self.by_class = {cl: np.flatnonzero(self.slice_has[:, j]) for j, cl in enumerate(self.fg_classes)}
+        self.by_class = {cl: ix for cl, ix in self.by_class.items() if len(ix)}
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select this epoch's pool (all positives + a fresh ``negative_keep`` share of negatives)."""
+        self.epoch = int(epoch)
+        n_keep = int(round(len(self.negatives) * self.negative_keep))
+        kept = _rng(self.seed, self.epoch).choice(self.negatives, n_keep, replace=False)
+        self.pool = np.sort(np.concatenate([self.positives, kept]))
+        if len(self.pool) == 0:
+            self.pool = self.negatives[:1] if len(self.negatives) else self.positives[:1]
+
+    def __len__(self) -> int:
+        return len(self.pool) if self.samples_per_epoch is None else int(self.samples_per_epoch)
+
+    def slice_index(self, i: int) -> tuple[int, int]:
+        """``(case index, z)`` of item ``i`` in the current epoch."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rng = _rng(self.seed, self.epoch, i)
+        if self.by_class and rng.random() < self.fg_fraction:
+            cl = list(self.by_class)[rng.integers(len(self.by_class))]
+            s = rng.choice(self.by_class[cl])
+        elif self.samples_per_epoch is None:
+            s = self.pool[i]
+        else:
+            s = self.pool[rng.integers(len(self.pool))]
+        return int(self.slice_case[s]), int(self.slice_z[s])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, z = self.slice_index(i)
+        case = self.cases[k]
+        x = torch.from_numpy(stack_25d(case.image, z, 2 * self.context + 1))
+        y = torch.from_numpy(np.asarray(case.label[:, :, z], dtype=np.int64))
+        return self.transform(x, y) if self.transform else (x, y)
+
+
+# -- 3D patches --------------------------------------------------------------------------------
+def crop_pad(arr: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float) -> np.ndarray:
+    """``arr[start : start+size]`` per axis, with out-of-volume parts filled with ``fill``."""
+    out = np.full(tuple(size), fill, dtype=arr.dtype)
+    src, dst = [], []
+    for s, n, d in zip(start, size, arr.shape):
+        lo, hi = max(s, 0), min(s + n, d)
+        src.append(slice(lo, max(hi, lo)))
+        dst.append(slice(lo - s, lo - s + max(hi - lo, 0)))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+class PatchDataset(Dataset):
+    """Random 3D patches for 3D U-Nets.
+
+    A case is drawn uniformly; with probability ``fg_fraction`` the patch is centred on a random
+    voxel of a random foreground class present in that case (from up to
+    :data:`MAX_FG_LOCATIONS` stored coordinates per class, as nnU-Net does), else its position is
+    uniform.  Volumes smaller than the patch are padded: image with the case's minimum, label 0.
+
+    Items: ``x`` float32 ``(1, px, py, pz)``, ``y`` int64 ``(px, py, pz)``.
+    """
+
+    def __init__(self, cases: Sequence[Preprocessed], patch_size: Sequence[int], fg_fraction: float = 0.33,
+                 samples_per_epoch: int = 250, seed: int = 0, fg_classes: Sequence[int] | None = None,
+                 transform: Callable | None = None) -> None:
+        if not cases or any(c.label is None for c in cases):
+            raise CTSegError("PatchDataset needs at least one case, all labelled")
+        if len(patch_size) != 3 or min(patch_size) < 1:
+            raise CTSegError(f"patch_size must be 3 positive ints, got {tuple(patch_size)}")
+        if not 0 <= fg_fraction <= 1:
+            raise CTSegError(f"fg_fraction must be in [0, 1], got {fg_fraction}")
+        self.cases, self.patch = list(cases), tuple(int(p) for p in patch_size)
+        self.fg_fraction, self.samples_per_epoch = fg_fraction, int(samples_per_epoch)
+        self.seed, self.transform, self.epoch = seed, transform, 0
+        self.fg_classes = _fg_classes(self.cases, fg_classes)
+        rng = np.random.default_rng(seed)
+        self.locations: list[dict[int, np.ndarray]] = []
+        self.fill: list[float] = []
+        for c in self.cases:
+            lab = np.asarray(c.label)
+            locs = {}
+            for cl in self.fg_classes:
+                xyz = np.argwhere(lab == cl)
+                if len(xyz) > MAX_FG_LOCATIONS:
+                    xyz = xyz[rng.choice(len(xyz), MAX_FG_LOCATIONS, replace=False)]
+                if len(xyz):
+                    locs[cl] = xyz.astype(np.int32)
+            self.locations.append(locs)
+            self.fill.append(float(c.meta.get("image_min", np.min(c.image))))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def patch_start(self, i: int) -> tuple[int, tuple[int, int, int]]:
+        """``(case index, patch start (x, y, z))`` of item ``i``; a start may be negative (padding)."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rng = _rng(self.seed, self.epoch, i)
+        k = int(rng.integers(len(self.cases)))
+        shape, locs = self.cases[k].image.shape, self.locations[k]
+        if locs and rng.random() < self.fg_fraction:
+            cl = list(locs)[rng.integers(len(locs))]
+            centre = locs[cl][rng.integers(len(locs[cl]))]
+            # Centre on the voxel, then shift inside the volume where it fits (voxel stays inside).
+            start = [int(np.clip(c - p // 2, min(0, d - p), max(0, d - p)))
+                     for c, p, d in zip(centre, self.patch, shape)]
+        else:
+            start = [int(rng.integers(min(0, d - p), max(0, d - p) + 1)) for p, d in zip(self.patch, shape)]
+        return k, tuple(start)  # type: ignore[return-value]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, start = self.patch_start(i)
+        case = self.cases[k]
+        x = crop_pad(case.image, start, self.patch, self.fill[k]).astype(np.float32)[None]
+        y = crop_pad(case.label, start, self.patch, 0).astype(np.int64)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        return self.transform(x, y) if self.transform else (x, y)
