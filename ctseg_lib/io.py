@@ -20,6 +20,17 @@ from typing import IO, Any
 from .errors import CTSegError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: mkstemp creates 0600 files; a written file should get the usual 0666 & ~umask like open() gives.
+#: Read once at import: os.umask can only be queried by setting it, which is racy in threads.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", suffix: str = "") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success move it over ``path`` atomically.
@@ -31,7 +42,9 @@ def atomic_write(path: str | Path, mode: str = "wb", suffix: str = "") -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        # Text is always UTF-8 (not the locale's encoding, which is ASCII under LANG=C).
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            os.chmod(tmp, _FILE_MODE)  # os.chmod, not fchmod: the latter is missing on Windows < 3.13
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -53,6 +66,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=suffix or _suffixes(path), dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:

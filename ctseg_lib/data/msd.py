@@ -88,6 +88,8 @@ class MSDDataset:
             meta = json.loads(self.json_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CTSegError(f"invalid JSON ({e})", self.json_path) from None
+        except RecursionError:  # e.g. "[[[[..." 100k deep: a hostile file, not a bug of ours
+            raise CTSegError("invalid JSON (nested too deeply)", self.json_path) from None
         if not isinstance(meta, dict):
             raise CTSegError("top level must be a JSON object", self.json_path)
         missing = [k for k in REQUIRED_KEYS if k not in meta]
@@ -111,6 +113,8 @@ class MSDDataset:
     def _resolve(self, rel: object, what: str, check: bool) -> Path:
         if not isinstance(rel, str) or not rel:
             raise CTSegError(f"{what}: path must be a non-empty string, got {rel!r}", self.json_path)
+        if "\x00" in rel:  # Path.resolve() raises a bare ValueError on NUL bytes
+            raise CTSegError(f"{what}: path {rel!r} contains a NUL byte", self.json_path)
         p = (self.root / rel).resolve()
         if self.root not in p.parents:
             raise CTSegError(f"{what}: path {rel!r} escapes the dataset folder", self.json_path)

@@ -22,6 +22,7 @@ For display use :func:`axial_display`, which returns a slice in the radiological
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,16 +94,33 @@ def _check_header(img: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
         raise CTSegError(f"expected a 3D volume, got {len(shape)}D shape {shape}", path)
     if min(shape) < 1:
         raise CTSegError(f"invalid shape {shape}", path)
-    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
-        raise CTSegError(f"header claims {shape} = {np.prod(shape, dtype=np.int64):,} voxels, "
+    # math.prod on Python ints: np.prod(int64) wraps around for NIfTI-2 dims like (2**32, 2**32, 1).
+    if math.prod(shape) > MAX_VOXELS:
+        raise CTSegError(f"header claims {shape} = {math.prod(shape):,} voxels, "
                          f"more than the limit {MAX_VOXELS:,}; refusing to allocate", path)
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    # nibabel silently "fixes" pixdim 0 → 1 and negative → abs on load; check what the file says.
+    raw = _raw_pixdim(img, path)
+    zooms = np.where(raw <= 0, raw, zooms)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0) or np.any(zooms > 100):
         raise CTSegError(f"absurd voxel spacing {tuple(zooms.tolist())} mm", path)
     aff = img.affine
     if aff is None or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-9:
         raise CTSegError("affine is missing, non-finite or singular", path)
+    steps = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))  # the spacing load_nifti reports
+    if np.any(steps > 100) or np.any(steps < 1e-3):
+        raise CTSegError(f"absurd voxel spacing in the affine {tuple(steps.round(6).tolist())} mm", path)
     return shape  # type: ignore[return-value]
+
+
+def _raw_pixdim(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """``pixdim[1:4]`` exactly as stored (no nibabel check/fix)."""
+    try:
+        with nib.openers.ImageOpener(path) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+        return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception as e:  # noqa: BLE001 - any failure here means an unreadable header
+        raise CTSegError(f"not a readable NIfTI header ({type(e).__name__}: {e})", path) from None
 
 
 def load_nifti(path: str | Path, kind: str = "image") -> Volume:
@@ -129,7 +147,8 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
     try:
         canon = nib.as_closest_canonical(img)
         data = np.asanyarray(canon.dataobj)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+    # OverflowError: numpy's memmap with a header vox_offset like 1e30.
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, OverflowError) as e:
         raise CTSegError(f"corrupt or truncated NIfTI data ({type(e).__name__}: {e})", path) from None
     data = data.reshape(data.shape[:3])
     if kind == "image":
@@ -139,7 +158,10 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
             raise CTSegError(f"{n} voxels are NaN or infinite", path)
     else:
         arr = _as_label_array(np.asarray(data), path)
-    zooms = canon.header.get_zooms()[:3]
+    # Spacing = length of each affine column: the affine (sform/qform) is the geometry the file
+    # declares, and header zooms can disagree with it, which made spacing depend on whether the
+    # file was stored RAS (zooms kept) or reoriented (zooms recomputed from the affine).
+    zooms = np.sqrt((canon.affine[:3, :3] ** 2).sum(axis=0))
     return Volume(
         array=arr,
         affine=canon.affine.copy(),
@@ -162,6 +184,8 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
     if lo < 0:
         raise CTSegError(f"label map has negative values (min {lo})", path)
+    if hi > np.iinfo(np.int16).max:  # int16 would wrap silently; no segmentation has 32k classes
+        raise CTSegError(f"label map has absurd label values (max {hi})", path)
     return data.astype(np.uint8 if hi < 256 else np.int16)
 
 

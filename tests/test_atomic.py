@@ -1,0 +1,190 @@
+"""Atomic writes under SIGKILL: the destination is always the complete old or complete new file.
+
+A forked child process rewrites one destination in a loop, alternating two versions, through the
+ctseg_lib.io helpers; the parent SIGKILLs it at a random moment, then hashes the destination.  A
+plain ``open(dest, "wb")`` fails this test (a truncated file is visible), see
+``test_the_kill_harness_detects_non_atomic_writes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctseg_lib.data.nifti import save_nifti
+from ctseg_lib.errors import CTSegError
+from ctseg_lib.io import atomic_path, atomic_write, ensure_not_inside, write_json_atomic, write_text_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+def _write(kind: str, dest: Path, k: int) -> None:
+    """Write version ``k`` ∈ {0, 1} of a ``kind`` file; each version is deterministic (hashable)."""
+    if kind == "npy":  # 20 MB numpy array through atomic_write
+        with atomic_write(dest, "wb") as f:
+            np.save(f, np.full(5_000_000, k + 1, np.float32))
+    elif kind == "path":  # 12 MB through atomic_path, the way torch.save(model, path) is called
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(bytes([65 + k]) * 12_000_000)
+    elif kind == "nifti":  # 2 MB int16 volume through save_nifti (.nii.gz)
+        vol = ((np.arange(1_000_000) + 7 * k) % 1000).astype(np.int16).reshape(100, 100, 100)
+        save_nifti(dest, vol, np.eye(4))
+    elif kind == "json":  # ~0.4 MB JSON through write_json_atomic
+        write_json_atomic(dest, {"version": k, "values": list(range(k, 50_000 + k))})
+    elif kind == "naive":  # NOT atomic: shows that the harness does catch partial files
+        with open(dest, "wb") as f:
+            for _ in range(40):
+                f.write(bytes([65 + k]) * 500_000)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _spawn_writer(kind: str, dest: Path) -> int:
+    """Fork a child that rewrites ``dest`` forever, alternating versions 1, 0, 1, ...
+
+    fork (not a fresh interpreter) so the child starts writing at once: a new Python with numpy
+    takes ~0.5 s here, which would make 20+ trials cost 15 s.
+    """
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            k = 1
+            while True:
+                _write(kind, dest, k)
+                k = 1 - k
+        finally:
+            os._exit(1)
+    return pid
+
+
+TRIALS = {"npy": 6, "path": 6, "nifti": 5, "json": 5}  # 22 kills in total
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _kill_trials(tmp_path: Path, kind: str, n: int, rng: random.Random, suffix: str) -> dict:
+    """Run ``n`` kill trials; return counts. Asserts old-or-new after every kill."""
+    refs = {}
+    for k in (0, 1):
+        ref = tmp_path / f"ref{k}{suffix}"
+        _write(kind, ref, k)
+        refs[_sha(ref)] = k
+    assert len(refs) == 2, "the two versions must differ"
+    dest = tmp_path / f"dest{suffix}"
+    _write(kind, dest, 0)
+    stats = {"trials": 0, "old": 0, "new": 0, "tmp_left": 0}
+    for _ in range(n):
+        pid = _spawn_writer(kind, dest)
+        time.sleep(rng.uniform(0.005, 0.25))  # lands before, during or between writes
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        h = _sha(dest)
+        assert h in refs, f"{kind}: destination is neither the old nor the new version after SIGKILL"
+        stats["trials"] += 1
+        stats["new" if refs[h] == 1 else "old"] += 1
+        stats["tmp_left"] += bool(list(tmp_path.glob(f".tmp-dest{suffix}-*")))
+        _write(kind, dest, 0)  # the next write works despite any leftover .tmp-* debris
+        assert refs[_sha(dest)] == 0
+    return stats
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="kill tests need os.fork (POSIX)")
+
+
+@needs_fork
+@pytest.mark.parametrize("kind, suffix", [("npy", ".npy"), ("path", ".pt"), ("nifti", ".nii.gz"), ("json", ".json")])
+def test_sigkill_during_write_leaves_old_or_new(tmp_path, kind, suffix):
+    stats = _kill_trials(tmp_path, kind, TRIALS[kind], random.Random(hash(kind) % 1000), suffix)
+    assert stats["trials"] == TRIALS[kind] == stats["old"] + stats["new"]
+    print(f"\n{kind}: {stats}")
+
+
+@needs_fork
+def test_the_kill_harness_detects_non_atomic_writes(tmp_path):
+    # Same harness, plain open(): some kill must expose a partial file, else the harness proves nothing.
+    with pytest.raises(AssertionError, match="neither the old nor the new"):
+        for seed in range(6):
+            _kill_trials(tmp_path, "naive", 2, random.Random(seed), ".bin")
+
+
+def test_exception_inside_atomic_write_keeps_old_file_and_no_temp(tmp_path):
+    dest = tmp_path / "ckpt.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(dest) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert dest.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.bin"]
+
+
+def test_leftover_temp_files_do_not_break_writes(tmp_path):
+    (tmp_path / ".tmp-x.json-abc123").write_text("{garbage")  # debris of an earlier kill
+    (tmp_path / ".tmp-x.json-abc123.json").write_text("{garbage")
+    write_json_atomic(tmp_path / "x.json", {"a": 1})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+
+
+def test_ensure_not_inside_refuses_source_folder(tmp_path):
+    src = tmp_path / "Task03_Liver"
+    (src / "imagesTr").mkdir(parents=True)
+    for bad in (src, src / "preds", src / "imagesTr" / ".." / "x", tmp_path / "link" / "out"):
+        if "link" in str(bad):
+            (tmp_path / "link").symlink_to(src)
+        with pytest.raises(CTSegError, match="refusing to write predictions inside the source folder"):
+            ensure_not_inside(bad, src, what="predictions")
+    ensure_not_inside(tmp_path / "out", src)
+    ensure_not_inside(tmp_path / "Task03_Liver_preds", src)  # a sibling with a common prefix is fine
+
+
+# -- regression tests for io.py fixes ------------------------------------------------------------------
+def test_regression_written_files_get_umask_permissions_not_0600(tmp_path):
+    # mkstemp creates 0600 files, so every "atomic" file used to be unreadable by group/others and
+    # replacing a 0644 file silently turned it into 0600.
+    old = os.umask(0o022)
+    try:
+        os.umask(old)
+        expected = 0o666 & ~old
+        write_text_atomic(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.nii.gz") as tmp:
+            tmp.write_bytes(b"x")
+        for name in ("a.txt", "b.nii.gz"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+    finally:
+        os.umask(old)
+
+
+def test_regression_text_is_utf8_whatever_the_locale(tmp_path):
+    # write_text_atomic promised UTF-8 but used the locale encoding: under LANG=C it raised
+    # UnicodeEncodeError on "µ" or "≥".
+    code = ("import sys; from ctseg_lib.io import write_text_atomic, write_json_atomic; "
+            "write_text_atomic(sys.argv[1], 'spacing 0.7 \\u00b5m, Dice \\u2265 0.9'); "
+            "write_json_atomic(sys.argv[2], {'\\u00b5': '\\u2265'})")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+           "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "ascii"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.txt"), str(tmp_path / "t.json")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t.txt").read_bytes() == "spacing 0.7 µm, Dice ≥ 0.9".encode()
+    assert json.loads((tmp_path / "t.json").read_text(encoding="utf-8")) == {"µ": "≥"}
+
+
+def test_numpy_roundtrip_through_atomic_write(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with atomic_write(tmp_path / "a.npy") as f:
+        np.save(f, arr)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), arr)
