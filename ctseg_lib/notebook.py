@@ -94,3 +94,46 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
                       **synth_kwargs)
         marker.write_text(f"{time.perf_counter() - t0:.1f} s\n")
     return path
+
+
+@dataclass
+class Run:
+    """A finished training run as the chapters use it."""
+
+    model: object  # torch.nn.Module, in eval mode, on the CPU
+    config: object  # TrainConfig
+    meta: dict  # labels, split, preprocessing (from the checkpoint)
+    history: list[dict]
+    out_dir: Path
+    train_seconds: float
+
+
+def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = True,
+                 device: str | None = None) -> Run:
+    """Train ``cfg`` on ``data_root`` once; later calls with the same config and data reuse the run.
+
+    The run folder is ``book/_data/runs/<name>-<hash>``, the hash covering the whole config and
+    the dataset path, so changing any hyper-parameter trains anew.  ``done.json`` is written last:
+    an interrupted run is retrained, never half-reused.  (A cold build of the book — an empty
+    ``book/_data`` — trains everything.)
+    """
+    import hashlib
+    import json
+
+    from .checkpoint import load_model
+    from .io import write_json_atomic
+    from .training import train
+
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), str(Path(data_root).resolve())],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:10]
+    out = DEFAULT_CACHE / "runs" / f"{name}-{key}"
+    done = out / "done.json"
+    if not done.exists():
+        t0 = time.perf_counter()
+        train(cfg, data_root, out, quiet=quiet, device=device)
+        write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
+    info = json.loads(done.read_text())
+    model, config, meta = load_model(out / "best.pt")
+    history = json.loads((out / "history.json").read_text())
+    model.eval()
+    return Run(model, config, meta, history, out, float(info["train_seconds"]))
