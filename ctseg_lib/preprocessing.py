@@ -73,7 +73,7 @@ def window(hu: np.ndarray, preset: str | tuple[float, float]) -> np.ndarray:
     """Clip HU to ``[level - width/2, level + width/2]`` and scale to float32 ``[0, 1]``."""
     level, width = parse_window(preset)
     out = (np.asarray(hu, dtype=np.float32) - np.float32(level - width / 2)) / np.float32(width)
-    return np.clip(out, 0.0, 1.0, out=out)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 @dataclass

@@ -247,3 +247,11 @@ def test_normalization_modes():
     assert pre.meta["normalizer"] == norm.to_dict()
     with pytest.raises(CTSegError, match="differs"):
         preprocess_case(make_volume(hu), make_volume(lab[:-1]), PreprocessParams())
+
+
+def test_window_accepts_a_scalar():
+    # regression: np.clip(out=...) crashed on 0-d input
+    from ctseg_lib.preprocessing import window
+
+    assert float(window(np.float32(100.0), "abdomen")) == pytest.approx(0.65)
+    assert window(100.0, (40, 400)).dtype == np.float32
