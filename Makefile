@@ -22,7 +22,13 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # --all + -W: every chapter is executed (via the jupyter-cache) and any cell error or warning fails the build.
-book: $(STAMP)
+MATHJAX := book/_assets/mathjax/tex-mml-chtml.js
+
+# MathJax served from the book itself (offline reading; see tools/fetch_mathjax.py).
+$(MATHJAX): | $(STAMP)
+	$(PY) tools/fetch_mathjax.py book/_assets/mathjax
+
+book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/jupyter-book build . --all -W --keep-going
 	$(PY) tools/check_site.py _build/html
 

@@ -36,7 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-IGNORED_CONSOLE = ("THEBE_JS_URL",)
+IGNORED_CONSOLE = (
+    "THEBE_JS_URL",  # sphinx-book-theme declares it twice on every page (harmless)
+    "Got invalid theme mode",  # pydata-sphinx-theme without a stored light/dark choice
+    "favicon.ico",  # the book has no favicon; browsers ask anyway
+)
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 # Returns, per viewer, per canvas: a hash of the pixels and whether more than one colour occurs.
@@ -155,12 +159,14 @@ def _interact(driver, root, vi: int, name: str) -> list[str]:
             problems.append(f"{name}: toggling overlay {boxes[0].find_element('xpath', '..').text!r} "
                             "did not change the image")
         driver.execute_script("arguments[0].click()", boxes[0])
-    lung = [b for b in root.find_elements("css selector", ".ctv-btn") if b.text == "lung"]
-    if lung:
+    # switch to a window preset other than the one shown (a lung viewer opens on the lung window)
+    win = [b for b in root.find_elements("css selector", ".ctv-btn")
+           if b.text in ("lung", "bone") and "ctv-on" not in (b.get_attribute("class") or "")]
+    if win:
         before = state()
-        driver.execute_script("arguments[0].click()", lung[0])
+        driver.execute_script("arguments[0].click()", win[0])
         if not _changed(before, state()):
-            problems.append(f"{name}: switching to the lung window did not change the image")
+            problems.append(f"{name}: switching to the {win[0].text} window did not change the image")
     for view in ("coronal", "sagittal", "axial"):  # reformats: drawn, not blank
         btn = [b for b in root.find_elements("css selector", ".ctv-btn") if b.text == view]
         if btn:
