@@ -1,0 +1,143 @@
+"""Checkpoints: everything needed to resume a run bit-for-bit, stored as *data*, never as code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts::
+
+    {"format": "ctseg-checkpoint", "version": 1, "epoch": int (epochs completed),
+     "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ... | None,
+     "rng": {"python": [...], "numpy": {...}, "torch": ByteTensor, "cuda": [ByteTensor] },
+     "config": TrainConfig.to_dict(), "meta": {"labels": {int: name}, "num_classes": int,
+     "preprocess": dict, ...}, "history": [row, ...], "best_score": float}
+
+Why so careful: ``torch.load`` without ``weights_only=True`` un-pickles arbitrary objects, and a
+pickle can run any code while loading (its ``__reduce__`` may call ``os.system``).  A downloaded
+checkpoint is untrusted input, so :func:`load_checkpoint` always uses ``weights_only=True``
+(PyTorch docs, "torch.load" security note) and everything saved here is restricted to the types
+that loader accepts: RNG states are converted from tuples/numpy arrays to lists and tensors.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CTSegError
+from .io import atomic_path
+
+FORMAT = "ctseg-checkpoint"
+VERSION = 1
+
+
+# -- RNG state in weights_only-compatible form ----------------------------------------------------
+def get_rng_state() -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states as lists/tensors."""
+    py = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside a DistributedDataParallel/DataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+# -- save / load ---------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: dict, meta: dict, epoch: int,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    scaler: Any = None, history: list | None = None, best_score: float = -1.0) -> Path:
+    """Write a checkpoint atomically (temp file + rename: a crash never leaves half a file)."""
+    ckpt = {
+        "format": FORMAT, "version": VERSION, "epoch": int(epoch),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": get_rng_state(), "config": config, "meta": meta,
+        "history": list(history or []), "best_score": float(best_score),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``).
+
+    Raises:
+        CTSegError: file missing, not a torch file, or containing anything but plain data
+            (e.g. a pickled object with code) — such a file is refused *without* executing it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CTSegError("checkpoint not found", path)
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise CTSegError("not a readable checkpoint (not a torch.save zip archive)", path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = [ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        raise CTSegError("refusing to load: the file contains objects other than plain data, which could "
+                         f"run code (weights_only=True rejected it: {(why or ['unknown'])[0].strip()})",
+                         path) from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file ...
+        raise CTSegError(f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})",
+                         path) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CTSegError("not a ctseg checkpoint (missing 'format': 'ctseg-checkpoint')", path)
+    for key in ("model", "config", "meta", "epoch"):
+        if key not in ckpt:
+            raise CTSegError(f"checkpoint lacks '{key}'", path)
+    return ckpt
+
+
+def build_model(cfg: Any, num_classes: int) -> torch.nn.Module:
+    """The U-Net described by ``cfg.model`` (a :class:`~ctseg_lib.config.TrainConfig`)."""
+    from .models.unet import UNet
+
+    m = cfg.model
+    return UNet(spatial_dims=m.spatial_dims, in_channels=m.in_channels, out_channels=num_classes,
+                base_channels=m.base_channels, depth=m.depth, norm=m.norm, dropout=m.dropout,
+                upsample=m.upsample, deep_supervision=m.deep_supervision)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the trained network for inference.
+
+    Returns:
+        ``(model, config, meta)``: the model in ``eval()`` mode on ``device``, the
+        :class:`~ctseg_lib.config.TrainConfig`, and the meta dict (labels, preprocessing).
+    """
+    from .config import TrainConfig
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = TrainConfig.from_dict(ckpt["config"], source=path)
+    meta = ckpt["meta"]
+    model = build_model(cfg, int(meta["num_classes"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CTSegError(f"weights do not match the configured model ({str(e).splitlines()[0]})", path) from None
+    return model.to(device).eval(), cfg, meta

@@ -1,0 +1,87 @@
+"""``ctseg predict``: segment CT volumes with a trained checkpoint.
+
+``--input`` may be one NIfTI file, a folder of NIfTI files, or an MSD task folder (then its
+``imagesTs`` test images, or with ``--split test|val|train`` the cases of the training run's own
+split, read from the checkpoint).  Each prediction is written as ``OUT/<case_id>.nii.gz`` on the
+source image's grid and orientation, so it overlays the source in any viewer.  Nothing is ever
+written inside the input folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "predict label maps for CT volumes with a trained checkpoint"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path, help="e.g. runs/liver/best.pt")
+    p.add_argument("--input", required=True, type=Path, help="NIfTI file, folder of NIfTI files, or MSD folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
+    p.add_argument("--split", choices=("test", "val", "train"), default=None,
+                   help="MSD input: predict these cases of the checkpoint's split instead of imagesTs")
+    p.add_argument("--tta", action="store_true", help="average over mirrored inputs (slower, a bit better)")
+    p.add_argument("--postprocess", default="", help="comma list of steps: lcc, lcc_fg, restrict")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _inputs(inp: Path, split: str | None, meta: dict) -> list[Path]:
+    from ..data.msd import MSDDataset
+    from ..errors import CTSegError
+
+    if inp.is_file():
+        return [inp]
+    if not inp.is_dir():
+        raise CTSegError("input not found", inp)
+    if (inp / "dataset.json").is_file():
+        ds = MSDDataset(inp)
+        if split is None:
+            if not ds.test_images:
+                raise CTSegError("dataset.json lists no test images; use --split test", inp)
+            return list(ds.test_images)
+        ids = meta.get("split", {}).get(split)
+        if not ids:
+            raise CTSegError(f"the checkpoint has no '{split}' cases", inp)
+        return [ds.case(i).image for i in ids]
+    if split is not None:
+        raise CTSegError("--split needs an MSD task folder (with dataset.json)", inp)
+    files = sorted(f for f in inp.iterdir() if not f.name.startswith("._")
+                   and (f.name.endswith(".nii.gz") or f.name.endswith(".nii")))
+    if not files:
+        raise CTSegError("no .nii/.nii.gz files in folder", inp)
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..data.msd import case_id
+    from ..data.nifti import load_nifti
+    from ..distributed import select_device
+    from ..errors import CTSegError
+    from ..inference import predict_case, save_prediction
+    from ..io import ensure_not_inside
+    from ..postprocessing import POSTPROCESS_STEPS, apply_postprocessing
+
+    steps = [s.strip() for s in args.postprocess.split(",") if s.strip()]
+    bad = [s for s in steps if s not in POSTPROCESS_STEPS]
+    if bad:
+        raise CTSegError(f"--postprocess: unknown step(s) {bad}; choose from {list(POSTPROCESS_STEPS)}")
+    device = select_device(args.device, quiet=args.quiet)
+    model, cfg, meta = load_model(args.checkpoint, device)
+    names = {int(k): v for k, v in meta["labels"].items()}
+    if "restrict" in steps and len(names) < 3:
+        raise CTSegError("--postprocess restrict needs an organ and a tumour label (e.g. Task03 liver)")
+    if args.input.is_dir():  # a single-file input is protected by save_prediction's same-path check
+        ensure_not_inside(args.out, args.input, "predictions")
+    files = _inputs(args.input, args.split, meta)
+    for f in files:
+        vol = load_nifti(f, "image")
+        labels = predict_case(model, cfg, meta, vol, tta=args.tta, device=device)
+        labels, report = apply_postprocessing(labels, steps, names)
+        out = save_prediction(args.out / f"{case_id(f)}.nii.gz", labels, vol)
+        if not args.quiet:
+            removed = {s: r["removed_voxels"] for s, r in report.items() if r["removed_voxels"]}
+            print(f"{f.name} -> {out}" + (f"  (postprocessing removed {removed})" if removed else ""))
+    return 0

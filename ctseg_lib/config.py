@@ -1,0 +1,344 @@
+"""The training configuration: one dataclass, loaded from YAML/JSON, validated key by key.
+
+A config file is the *complete* recipe of a run (model, data, loss, optimiser, schedule,
+augmentation, ...), and it is saved next to every checkpoint so a result can be reproduced.
+Validation is strict on purpose: a typo such as ``learning_rate:`` instead of ``lr:`` would otherwise
+be silently ignored and the run would use the default.  Every problem raises
+:class:`~ctseg_lib.errors.CTSegError` naming the dotted key, e.g.
+``config key 'optim.lr': expected float, got str``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CTSegError
+from .io import write_text_atomic
+
+#: Folder of the shipped configs (CPU-sized for phantoms; ``*_gpu`` for real MSD on a GPU).
+PRESETS = Path(__file__).resolve().parent / "configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped configs, e.g. ``["liver_2d", "liver_25d", ...]``."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+@dataclass
+class ModelConfig:
+    """U-Net architecture (see :class:`ctseg_lib.models.unet.UNet`).
+
+    ``context`` is the 2.5D neighbourhood k: the network sees slices ``z-k .. z+k`` as
+    ``2k+1`` input channels (k=0 is plain 2D).  ``depth`` counts resolution levels, so the input
+    is downsampled ``depth-1`` times and spatial sizes must be divisible by ``2**(depth-1)``.
+    """
+
+    spatial_dims: int = 2
+    context: int = 0
+    base_channels: int = 16
+    depth: int = 4
+    norm: str = "batch"
+    dropout: float = 0.0
+    upsample: str = "transpose"
+    deep_supervision: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.context + 1
+
+    @property
+    def size_divisor(self) -> int:
+        return 2 ** (self.depth - 1)
+
+
+@dataclass
+class DataConfig:
+    """Dataset, preprocessing and sampling.
+
+    Preprocessing keys (``target_spacing`` in mm, ``normalization`` "window" | "nnunet"/"ct" | "minmax",
+    ``window`` preset name or ``[level, width]`` in HU, ``slice_size`` in voxels) are passed to
+    :class:`ctseg_lib.preprocessing.PreprocessParams`; ``preprocess`` holds any further keys
+    for it verbatim.  ``fg_fraction`` is the share of training slices/patches forced to contain
+    foreground (nnU-Net oversamples foreground to 33 %); ``negative_keep`` the share of slices
+    without foreground kept per epoch.
+    """
+
+    task: str = "liver"
+    target_spacing: list[float] | None = None
+    normalization: str = "window"
+    window: str | list[float] | None = "abdomen"
+    slice_size: list[int] | None = field(default_factory=lambda: [128, 128])
+    patch_size: list[int] | None = None
+    preprocess: dict = field(default_factory=dict)
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    fg_fraction: float = 0.5
+    negative_keep: float = 0.1
+    fg_classes: list[int] | None = None
+
+    def preprocess_params(self):
+        """The :class:`~ctseg_lib.preprocessing.PreprocessParams` these keys describe."""
+        from .preprocessing import PreprocessParams
+
+        keys = {"target_spacing": self.target_spacing, "normalization": self.normalization,
+                "window": self.window, "slice_size": self.slice_size}
+        return PreprocessParams.from_dict({**keys, **self.preprocess})
+
+
+@dataclass
+class LossConfig:
+    """Loss name for :func:`ctseg_lib.losses.build_loss` plus its keyword arguments."""
+
+    name: str = "dice_ce"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """``adam``, ``adamw`` or ``sgd`` (Nesterov momentum, as in nnU-Net: lr 1e-2, momentum 0.99)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.99
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule per optimiser step: ``constant``, ``cosine`` or ``poly``
+    (``(1 - t)**power``, nnU-Net uses 0.9), after a linear warm-up of ``warmup_epochs``."""
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+    power: float = 0.9
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation applied on the (N, C, H, W[, D]) training tensors."""
+
+    enabled: bool = True
+    flip_prob: float = 0.5
+    flip_axes: list[int] = field(default_factory=lambda: [0, 1])
+    rotate_deg: float = 15.0
+    scale_range: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    affine_prob: float = 0.3
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    noise_std: float = 0.02
+    intensity_prob: float = 0.3
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.  ``iterations_per_epoch=None`` means one full pass
+    over the training slices per epoch.  ``amp`` is only used on CUDA."""
+
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int = 10
+    iterations_per_epoch: int | None = None
+    batch_size: int = 16
+    val_batch_size: int = 32
+    amp: bool = True
+    grad_clip: float | None = 12.0
+    seed: int = 0
+    val_every: int = 1
+    num_workers: int = 0
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain nested dict (JSON/YAML-safe, also ``torch.load(weights_only=True)``-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path | None = None) -> TrainConfig:
+        """Build and validate a config; missing keys take their defaults."""
+        cfg = _build(cls, d, "", source)
+        validate(cfg, source)
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Load ``.yaml``/``.yml``/``.json``, or a shipped preset by name (``"liver_2d"``).
+
+        The presets live in the package (``ctseg_lib/configs``, also reachable as ``configs/`` in a
+        checkout), so they exist after ``pip install`` too — e.g. in Colab.
+        """
+        path = Path(path)
+        if not path.is_file() and path.parent == Path(".") and (PRESETS / f"{path.stem}.yaml").is_file():
+            path = PRESETS / f"{path.stem}.yaml"
+        if not path.is_file():
+            raise CTSegError(f"config file not found (presets: {', '.join(list_presets())})", path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".json":
+                d = json.loads(text)
+            else:
+                import yaml
+
+                d = yaml.safe_load(text)  # safe_load: a config never constructs Python objects
+        except Exception as e:  # yaml.YAMLError / JSONDecodeError
+            raise CTSegError(f"cannot parse config ({type(e).__name__}: {e})", path) from None
+        if d is None:
+            d = {}
+        return cls.from_dict(d, source=path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as YAML (or JSON if the suffix is ``.json``), atomically."""
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        else:
+            import yaml
+
+            write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+# -- generic, type-hint driven validation --------------------------------------------------------
+def _fail(key: str, msg: str, source: str | Path | None) -> CTSegError:
+    return CTSegError(f"config key '{key}': {msg}", source)
+
+
+def _tname(x: Any) -> str:
+    return type(x).__name__
+
+
+def _convert(value: Any, hint: Any, key: str, source: str | Path | None) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", source)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key, source)
+            except CTSegError as e:
+                # A list value failing inside the list arm: its message names the bad item.
+                if len(args) == 2 or (isinstance(value, list) and typing.get_origin(a) is list):
+                    raise
+                errors.append(e)
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise _fail(key, f"expected {names}, got {_tname(value)} {value!r}", source)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise _fail(key, f"expected a list, got {_tname(value)}", source)
+        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise _fail(key, f"expected a mapping, got {_tname(value)}", source)
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, f"expected bool, got {_tname(value)}", source)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, f"expected int, got {_tname(value)}", source)
+        return value
+    if hint is float:
+        # PyYAML (YAML 1.1) reads ``1e-3`` as a *string*; it needs ``1.0e-3``.  We do not guess
+        # numbers from text (that would also accept typos), we say what to write instead.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(key, f"expected float, got {_tname(value)}"
+                        + (" (in YAML write 1.0e-3, not 1e-3)" if isinstance(value, str) else ""), source)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(key, f"expected str, got {_tname(value)}", source)
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover - a bug here
+
+
+def _build(cls: type, d: Any, prefix: str, source: str | Path | None) -> Any:
+    section = prefix.rstrip(".") or "<top level>"
+    if not isinstance(d, dict):
+        raise _fail(section, f"expected a mapping, got {_tname(d)}", source)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise _fail(prefix + str(unknown[0]), f"unknown key (allowed in '{section}': {sorted(names)})", source)
+    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    "model.spatial_dims": (2, 3), "model.norm": ("batch", "instance"),
+    "model.upsample": ("transpose", "interp"),
+    "optim.name": ("adam", "adamw", "sgd"), "schedule.name": ("constant", "cosine", "poly"),
+}
+
+
+def _get(cfg: TrainConfig, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
+    """Check value ranges and sizes that are impossible for the network."""
+    for key, allowed in _CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise _fail(key, f"must be one of {list(allowed)}, got {_get(cfg, key)!r}", source)
+    positive = ("epochs", "batch_size", "val_batch_size", "val_every", "model.base_channels", "model.depth")
+    for key in positive:
+        if _get(cfg, key) < 1:
+            raise _fail(key, f"must be >= 1, got {_get(cfg, key)}", source)
+    for key in ("iterations_per_epoch",):
+        if _get(cfg, key) is not None and _get(cfg, key) < 1:
+            raise _fail(key, "must be >= 1 or null", source)
+    if cfg.optim.lr <= 0:
+        raise _fail("optim.lr", f"must be > 0, got {cfg.optim.lr}", source)
+    if cfg.model.context < 0 or (cfg.model.spatial_dims == 3 and cfg.model.context):
+        raise _fail("model.context", "must be >= 0 (and 0 for 3D models)", source)
+    if cfg.num_workers < 0:
+        raise _fail("num_workers", "must be >= 0", source)
+    for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "augment.flip_prob",
+                "augment.affine_prob", "augment.intensity_prob"):
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise _fail(key, f"must be in [0, 1], got {_get(cfg, key)}", source)
+    if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
+    if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3
+                                                or min(cfg.data.target_spacing) <= 0):
+        raise _fail("data.target_spacing", "must be 3 positive numbers (mm) or null", source)
+    # Sizes: the U-Net halves the resolution depth-1 times, so each side must be divisible by
+    # 2**(depth-1) and the bottleneck must keep at least 4 voxels (nnU-Net's minimum feature map).
+    dims = cfg.model.spatial_dims
+    key = "data.slice_size" if dims == 2 else "data.patch_size"
+    size = _get(cfg, key)
+    if size is None:
+        raise _fail(key, f"is required for a {dims}D model", source)
+    if len(size) != dims:
+        raise _fail(key, f"must have {dims} entries for a {dims}D model, got {size}", source)
+    div = cfg.model.size_divisor
+    for s in size:
+        if s % div or s // div < 4:
+            raise _fail(key, f"size {s} is impossible for model.depth={cfg.model.depth}: each side must "
+                        f"be a multiple of 2**(depth-1)={div} and at least {4 * div}", source)
+    try:
+        cfg.data.preprocess_params()
+    except CTSegError as e:
+        raise _fail("data", str(e), source) from None

@@ -1,0 +1,221 @@
+"""Inference: whole volumes from a 2D/2.5D network (slice by slice) or a 3D one (sliding window).
+
+* :func:`predict_volume` — a 2D or 2.5D model sees axial slices ``image[:, :, z-k..z+k]``; slices
+  are run in batches, padded to the network's ``size_divisor`` and cropped back.
+* :func:`sliding_window_inference` — a 3D model sees overlapping ``roi_size`` patches; each
+  patch's softmax is weighted by a Gaussian (σ = roi/8) so the less reliable patch borders count
+  less, then the weighted sum is divided by the summed weights (nnU-Net, Isensee et al. 2021).
+  The sums live on ``accumulate_device`` (CPU by default) so GPU memory stays bounded.
+* Test-time augmentation (``tta``): average the softmax over all mirrorings of the in-plane
+  (2D) or all three (3D) axes.
+* :func:`predict_case` — raw CT :class:`~ctseg_lib.data.nifti.Volume` → label map on the
+  original canonical grid; :func:`save_prediction` writes it so it overlays the source file.
+
+Everything runs under ``torch.inference_mode()`` (no autograd bookkeeping).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.nifti import Volume, save_nifti
+from .errors import CTSegError
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out[0] if isinstance(out, list | tuple) else out  # deep supervision: full-res first
+
+
+def _softmax_tta(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Softmax probabilities ``(N, C, *S)``; with ``tta`` averaged over every subset of flipped axes."""
+    dims = list(range(2, x.ndim))
+    subsets = [()] if not tta else [s for r in range(len(dims) + 1) for s in itertools.combinations(dims, r)]
+    acc = None
+    for axes in subsets:
+        xi = x.flip(axes) if axes else x
+        p = torch.softmax(_logits(model, xi).float(), dim=1)
+        p = p.flip(axes) if axes else p
+        acc = p if acc is None else acc + p
+    return acc / len(subsets)
+
+
+def _pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, list[int]]:
+    """Pad the spatial dims of ``(N, C, *S)`` at the end to multiples of ``divisor`` (edge values)."""
+    spatial = list(x.shape[2:])
+    target = [-(-s // divisor) * divisor for s in spatial]
+    pad: list[int] = []
+    for s, t in zip(reversed(spatial), reversed(target)):
+        pad += [0, t - s]
+    if any(pad):
+        x = F.pad(x, pad, mode="replicate")
+    return x, spatial
+
+
+def _context_indices(num_slices: int, z: np.ndarray, k: int) -> np.ndarray:
+    """Slice indices ``z-k .. z+k`` clamped to the volume (edge slices repeat), shape (len(z), 2k+1)."""
+    return np.clip(z[:, None] + np.arange(-k, k + 1)[None, :], 0, num_slices - 1)
+
+
+@torch.inference_mode()
+def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, batch_size: int = 16,
+                   tta_flips: bool = False, device: str | torch.device = "cpu",
+                   return_probs: bool = True) -> np.ndarray:
+    """Segment a preprocessed volume with a 2D (``context=0``) or 2.5D (``context=k``) network.
+
+    Args:
+        image: ``(X, Y, Z)`` float array, preprocessed exactly as in training.
+        context: k; the network gets ``2k+1`` channels (slices z-k..z+k, clamped at the ends).
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``(C, X, Y, Z)`` float32 softmax probabilities, or ``(X, Y, Z)`` uint8 argmax labels if
+        ``return_probs`` is false.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected an (X, Y, Z) volume, got shape {image.shape}")
+    model.eval()
+    device = torch.device(device)
+    divisor = int(getattr(model, "size_divisor", 1))
+    vol = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    nz = vol.shape[2]
+    probs: np.ndarray | None = None
+    labels = np.zeros(vol.shape, dtype=np.uint8)
+    for start in range(0, nz, batch_size):
+        z = np.arange(start, min(nz, start + batch_size))
+        idx = torch.as_tensor(_context_indices(nz, z, context))          # (B, 2k+1)
+        x = vol[:, :, idx.flatten()].reshape(*vol.shape[:2], *idx.shape)  # (X, Y, B, 2k+1)
+        x = x.permute(2, 3, 0, 1).contiguous().to(device)                # (B, 2k+1, X, Y)
+        x, (sx, sy) = _pad_to(x, divisor)
+        p = _softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()      # (B, C, X, Y)
+        if return_probs:
+            if probs is None:
+                probs = np.zeros((p.shape[1], *vol.shape), dtype=np.float32)
+            probs[:, :, :, z] = p.permute(1, 2, 3, 0).numpy()
+        else:
+            labels[:, :, z] = p.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)
+    return probs if return_probs else labels
+
+
+def gaussian_importance_map(roi_size: tuple[int, ...], sigma_scale: float = 1 / 8) -> torch.Tensor:
+    """Separable Gaussian centred in the patch, σ = ``sigma_scale`` · side, max 1, no zeros.
+
+    Zeros are replaced by the smallest positive value so the weight sum never divides by zero.
+    """
+    w = torch.ones(())
+    for s in roi_size:
+        c = (s - 1) / 2
+        g = torch.exp(-0.5 * ((torch.arange(s, dtype=torch.float64) - c) / max(s * sigma_scale, 1e-6)) ** 2)
+        w = w[..., None] * g
+    w = (w / w.max()).float()
+    w[w == 0] = w[w > 0].min()
+    return w
+
+
+def _starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Window start positions covering ``[0, size)`` with step ≈ roi·(1-overlap), last one flush."""
+    if size <= roi:
+        return [0]
+    step = max(1, int(roi * (1 - overlap)))
+    n = -(-(size - roi) // step) + 1
+    return sorted({int(round(i * (size - roi) / (n - 1))) for i in range(n)})
+
+
+@torch.inference_mode()
+def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_size: tuple[int, ...],
+                             overlap: float = 0.5, sigma_scale: float = 1 / 8, sw_batch_size: int = 2,
+                             device: str | torch.device = "cpu", accumulate_device: str | torch.device = "cpu",
+                             tta_flips: bool = False) -> torch.Tensor:
+    """Gaussian-weighted sliding-window softmax for a 3D network.
+
+    Args:
+        volume: ``(C_in, X, Y, Z)`` float tensor (preprocessed).
+        roi_size: patch size ``(px, py, pz)`` voxels the model was trained on.
+        overlap: fraction of overlap between neighbouring windows (0.5 = nnU-Net).
+
+    Returns:
+        ``(C_out, X, Y, Z)`` float32 probabilities on ``accumulate_device``.  A volume smaller than
+        the ROI is padded (edge values) and the result cropped back.
+    """
+    if volume.ndim != 4 or len(roi_size) != 3:
+        raise ValueError(f"expected (C, X, Y, Z) volume and 3 roi sides, got {tuple(volume.shape)}, {roi_size}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    model.eval()
+    device, acc_dev = torch.device(device), torch.device(accumulate_device)
+    shape = list(volume.shape[1:])
+    pad: list[int] = []
+    for s, r in zip(reversed(shape), reversed(roi_size)):
+        pad += [0, max(0, r - s)]
+    vol = F.pad(volume.float()[None], pad, mode="replicate")[0] if any(pad) else volume.float()
+    full = vol.shape[1:]
+    weight = gaussian_importance_map(tuple(roi_size), sigma_scale)
+    w_dev = weight.to(device)
+    starts = list(itertools.product(*[_starts(s, r, overlap) for s, r in zip(full, roi_size)]))
+    acc: torch.Tensor | None = None
+    norm = torch.zeros(full, dtype=torch.float32, device=acc_dev)
+    for i in range(0, len(starts), sw_batch_size):
+        batch = starts[i:i + sw_batch_size]
+        sl = [tuple(slice(a, a + r) for a, r in zip(st, roi_size)) for st in batch]
+        x = torch.stack([vol[(slice(None), *s)] for s in sl]).to(device)
+        p = (_softmax_tta(model, x, tta_flips) * w_dev).to(acc_dev)
+        if acc is None:
+            acc = torch.zeros((p.shape[1], *full), dtype=torch.float32, device=acc_dev)
+        for j, s in enumerate(sl):
+            acc[(slice(None), *s)] += p[j]
+            norm[s] += weight.to(acc_dev)
+    out = acc / norm
+    return out[(slice(None), *[slice(0, s) for s in shape])]
+
+
+#: Above this many output values, restore argmax labels (nearest) instead of probabilities (linear):
+#: a 512×512×900 liver scan × 3 classes of float32 would need ~2.8 GB.
+_MAX_RESTORE_VALUES = 200_000_000
+
+
+def predict_case(model: torch.nn.Module, cfg, meta: dict, image: Volume, tta: bool = False,
+                 device: str | torch.device = "cpu", batch_size: int | None = None) -> np.ndarray:
+    """Segment one raw CT volume; returns uint8 labels ``(X, Y, Z)`` on its canonical original grid.
+
+    The preprocessing recorded in the checkpoint (``meta["preprocess"]``, ``meta["normalizer"]``)
+    is re-applied, the network runs on that grid, and :func:`ctseg_lib.preprocessing.restore`
+    maps the class probabilities back (linear interpolation, then argmax).
+    """
+    from .preprocessing import CTNormalizer, PreprocessParams, preprocess_case, restore
+
+    params = PreprocessParams.from_dict(meta["preprocess"])
+    norm = CTNormalizer.from_dict(meta["normalizer"]) if meta.get("normalizer") else None
+    pre = preprocess_case(image, None, params, norm)
+    if cfg.model.spatial_dims == 2:
+        probs = predict_volume(model, pre.image, cfg.model.context, batch_size or cfg.val_batch_size,
+                               tta_flips=tta, device=device)
+    else:
+        vol = torch.from_numpy(np.ascontiguousarray(pre.image))[None]
+        probs = sliding_window_inference(model, vol, tuple(cfg.data.patch_size), device=device,
+                                         tta_flips=tta).numpy()
+    if probs.shape[0] * np.prod(image.array.shape) > _MAX_RESTORE_VALUES:
+        return restore(probs.argmax(0).astype(np.uint8), pre.meta)
+    return restore(probs, pre.meta).argmax(0).astype(np.uint8)
+
+
+def save_prediction(path: str | Path, labels: np.ndarray, source: Volume) -> Path:
+    """Write ``labels`` (canonical ``(X, Y, Z)``) as NIfTI on the source file's own grid.
+
+    The array is put back in the file's axis order (:meth:`Volume.to_original`) and written with
+    the file's original affine, so it overlays the source in any viewer (ITK-SNAP, 3D Slicer).
+
+    Raises:
+        CTSegError: ``path`` is the source image itself, or the shapes differ.
+    """
+    path = Path(path)
+    if source.path is not None and path.resolve() == Path(source.path).resolve():
+        raise CTSegError("refusing to overwrite the input image with a prediction", path)
+    if labels.shape != source.array.shape:
+        raise CTSegError(f"prediction shape {labels.shape} differs from image shape {source.array.shape}", path)
+    return save_nifti(path, source.to_original(np.asarray(labels, dtype=np.uint8)), source.original_affine,
+                      dtype=np.uint8)

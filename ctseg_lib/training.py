@@ -1,0 +1,300 @@
+"""The training loop: small and explicit, so every step can be read in the book.
+
+``train(cfg, data_root, out_dir)`` does, in order:
+
+1. split the MSD cases into train / val / test (:func:`ctseg_lib.datasets.split_cases`, seeded,
+   saved as ``split.json``; ``ctseg predict --split test`` uses the same split);
+2. preprocess the train and val cases once, in memory (:func:`ctseg_lib.preprocessing.preprocess_case`);
+3. each epoch, draw training samples (axial slices for 2D/2.5D, patches for 3D) with foreground
+   oversampling; the draw depends only on ``(seed, epoch)`` so an interrupted run resumes exactly;
+4. forward → loss → backward → (clip) → optimiser step → LR schedule step, with mixed precision on CUDA;
+5. every ``val_every`` epochs, predict each *whole* validation volume and compute the per-volume
+   Dice of every label — the metric we report, not the batch soft-Dice the loss sees;
+6. save ``last.pt`` every epoch and ``best.pt`` when the mean foreground Dice improves, plus
+   ``history.csv`` / ``history.json``.
+
+Multi-GPU: run the same command under ``torchrun``; see :mod:`ctseg_lib.distributed`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from . import distributed as D
+from .augment import augment_batch
+from .checkpoint import build_model, load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from .config import TrainConfig
+from .data.msd import MSDDataset
+from .datasets import save_split, split_cases
+from .inference import _context_indices, predict_volume, sliding_window_inference
+from .io import ensure_not_inside, write_json_atomic, write_text_atomic
+from .losses import DeepSupervisionLoss, build_loss
+from .metrics import dice
+from .preprocessing import CTNormalizer, preprocess_case
+from .schedules import build_optimizer, build_scheduler
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    best_path: Path
+    last_path: Path
+    model: torch.nn.Module
+
+
+# -- data ------------------------------------------------------------------------------------------
+class Samples(Dataset):
+    """Training samples for one epoch: ``(case, z)`` slices (2D/2.5D) or ``(case, corner)`` patches (3D).
+
+    Returns ``image`` float32 ``(C, *S)`` and ``label`` int64 ``(*S)``.
+    """
+
+    def __init__(self, cases: list, index: list[tuple], cfg: TrainConfig) -> None:
+        self.cases, self.index, self.cfg = cases, index, cfg
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        c, pos = self.index[i]
+        img, lab = self.cases[c].image, self.cases[c].label
+        if self.cfg.model.spatial_dims == 2:
+            zs = _context_indices(img.shape[2], np.array([pos]), self.cfg.model.context)[0]
+            x, y = np.moveaxis(img[:, :, zs], 2, 0), lab[:, :, pos]
+        else:
+            sl = tuple(slice(p, p + s) for p, s in zip(pos, self.cfg.data.patch_size))
+            x, y = img[sl][None], lab[sl]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+
+
+def _pad_for_patches(cases: list, patch: list[int]) -> None:
+    for c in cases:  # a volume smaller than the patch is padded (image min, label 0)
+        pad = [(0, max(0, p - s)) for s, p in zip(c.image.shape, patch)]
+        if any(b for _, b in pad):
+            c.image = np.pad(c.image, pad, constant_values=float(c.image.min()))
+            c.label = np.pad(c.label, pad)
+
+
+def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
+    """The epoch's samples, a function of ``(cfg.seed, epoch)`` only.
+
+    Foreground oversampling (nnU-Net): a sample is forced to contain a ``fg_classes`` voxel with
+    probability ``fg_fraction``; otherwise it is drawn from all foreground slices plus a random
+    ``negative_keep`` share of the empty ones (most CT slices show no liver, let alone tumour).
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    fg_cls = cfg.data.fg_classes
+    if cfg.model.spatial_dims == 2:
+        pos, forced, anyfg = [], [], []  # empty slices, slices with fg_classes, slices with any label
+        for c, case in enumerate(cases):
+            present = case.label.reshape(-1, case.label.shape[2])
+            hit = np.isin(present, fg_cls).any(0) if fg_cls else (present > 0).any(0)
+            nonempty = (present > 0).any(0)
+            forced += [(c, int(z)) for z in np.flatnonzero(hit)]
+            anyfg += [(c, int(z)) for z in np.flatnonzero(nonempty)]
+            pos += [(c, int(z)) for z in np.flatnonzero(~nonempty)]
+        keep = [pos[i] for i in np.flatnonzero(rng.random(len(pos)) < cfg.data.negative_keep)]
+        pool = anyfg + keep
+        n = cfg.iterations_per_epoch * cfg.batch_size if cfg.iterations_per_epoch else len(pool)
+        out = []
+        for _ in range(n):
+            src = forced if (forced and rng.random() < cfg.data.fg_fraction) else pool
+            out.append(src[int(rng.integers(len(src)))])
+        return out
+    patch = np.array(cfg.data.patch_size)
+    n = (cfg.iterations_per_epoch or 50) * cfg.batch_size
+    out = []
+    for _ in range(n):
+        c = int(rng.integers(len(cases)))
+        shape = np.array(cases[c].image.shape)
+        fg = np.argwhere(np.isin(cases[c].label, fg_cls) if fg_cls else cases[c].label > 0)
+        if len(fg) and rng.random() < cfg.data.fg_fraction:
+            centre = fg[int(rng.integers(len(fg)))]
+            corner = np.clip(centre - patch // 2, 0, shape - patch)
+        else:
+            corner = np.array([int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch)])
+        out.append((c, tuple(int(v) for v in corner)))
+    return out
+
+
+def _prepare(ds: MSDDataset, ids: list[str], cfg: TrainConfig, normalizer: CTNormalizer | None) -> list:
+    params = cfg.data.preprocess_params()
+    out = []
+    for cid in ids:
+        img, lab = ds.load_case(cid)
+        out.append(preprocess_case(img, lab, params, normalizer))
+    return out
+
+
+# -- validation ------------------------------------------------------------------------------------
+def validate(model: torch.nn.Module, cases: list, cfg: TrainConfig, labels: dict[int, str],
+             device: torch.device) -> dict[str, float]:
+    """Mean over validation volumes of the per-volume Dice of every foreground label."""
+    model.eval()
+    scores: dict[int, list[float]] = {k: [] for k in labels if k > 0}
+    for case in cases:
+        if cfg.model.spatial_dims == 2:
+            pred = predict_volume(model, case.image, cfg.model.context, cfg.val_batch_size,
+                                  device=device, return_probs=False)
+        else:
+            vol = torch.from_numpy(np.ascontiguousarray(case.image))[None]
+            pred = sliding_window_inference(model, vol, tuple(cfg.data.patch_size), device=device).argmax(0).numpy()
+        for k in scores:
+            scores[k].append(dice(pred == k, case.label == k))
+    out = {f"val_dice_{labels[k]}": float(np.mean(v)) for k, v in scores.items()}
+    out["val_mean_dice"] = float(np.mean(list(out.values()))) if out else 0.0
+    return out
+
+
+def _write_history(out_dir: Path, history: list[dict]) -> None:
+    write_json_atomic(out_dir / "history.json", history)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    write_text_atomic(out_dir / "history.csv", buf.getvalue())
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False,
+          quiet: bool = False, max_epochs: int | None = None, device: str | None = None) -> TrainResult:
+    """Train a U-Net on an MSD-layout dataset; see the module docstring for the steps.
+
+    Args:
+        max_epochs: stop after this many epochs *without* changing the schedule (``cfg.epochs``
+            still defines it) — used to simulate an interruption.
+        device: force a device (``"cpu"``); default CUDA > MPS > CPU.
+    """
+    from tqdm.auto import tqdm
+
+    dist = D.init_distributed()
+    main = dist.is_main
+    say = print if (main and not quiet) else (lambda *a, **k: None)
+    dev = D.select_device(device, quiet=quiet or not main, local_rank=dist.local_rank)
+    out_dir, data_root = Path(out_dir), Path(data_root)
+    ensure_not_inside(out_dir, data_root, "training output")
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    ds = MSDDataset(data_root)
+    split = split_cases(ds.case_ids, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    start_epoch, history, best = 0, [], -1.0
+    ckpt = None
+    if resume:
+        src = last_path if last_path.exists() else out_dir / "interrupted.pt"
+        ckpt = load_checkpoint(src, map_location="cpu")
+        cfg = TrainConfig.from_dict(ckpt["config"], source=src)  # the run's own config wins
+        start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["best_score"])
+        split = ckpt["meta"]["split"]
+        say(f"resuming from {src} after epoch {start_epoch}")
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    normalizer = None
+    if cfg.data.preprocess_params().intensity_mode()[0] == "nnunet":
+        if ckpt is not None and ckpt["meta"].get("normalizer"):
+            normalizer = CTNormalizer.from_dict(ckpt["meta"]["normalizer"])
+        else:
+            ids = split["train"]  # fit on training cases only: validation must stay unseen
+            normalizer = CTNormalizer.fit((ds.load_image(c).array for c in ids),
+                                          (ds.load_label(c).array for c in ids), seed=cfg.seed)
+    say(f"data: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test cases")
+    train_cases = _prepare(ds, split["train"], cfg, normalizer)
+    val_cases = _prepare(ds, split["val"], cfg, normalizer)
+    if cfg.model.spatial_dims == 3:
+        _pad_for_patches(train_cases, cfg.data.patch_size)
+    meta = {"labels": ds.labels, "num_classes": ds.num_classes, "task": cfg.data.task, "split": split,
+            "preprocess": cfg.data.preprocess_params().to_dict(),
+            "normalizer": normalizer.to_dict() if normalizer else None, "dataset": ds.name,
+            "world_size": dist.world_size}
+
+    model = build_model(cfg, ds.num_classes).to(dev)
+    loss_fn = build_loss(cfg.loss.name, **cfg.loss.kwargs)
+    if cfg.model.deep_supervision:
+        loss_fn = DeepSupervisionLoss(loss_fn)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    steps = math.ceil(len(epoch_index(train_cases, cfg, 0)) / dist.world_size / cfg.batch_size)
+    scheduler = build_scheduler(optimizer, cfg.schedule, max(1, steps), cfg.epochs)
+    use_amp = cfg.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"] and use_amp:
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+    net = model
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+        save_split(split, out_dir / "split.json")
+
+    def save(path: Path, epoch: int) -> None:
+        save_checkpoint(path, model=model, config=cfg.to_dict(), meta=meta, epoch=epoch, optimizer=optimizer,
+                        scheduler=scheduler, scaler=scaler, history=history, best_score=best)
+
+    end = cfg.epochs if max_epochs is None else min(cfg.epochs, max_epochs)
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, end):
+            t0 = time.time()
+            net.train()
+            data = Samples(train_cases, epoch_index(train_cases, cfg, epoch), cfg)
+            sampler = DistributedSampler(data, dist.world_size, dist.rank, shuffle=False) if dist.enabled else None
+            loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, shuffle=False,
+                                num_workers=cfg.num_workers, drop_last=len(data) > cfg.batch_size * dist.world_size)
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + dist.rank)
+            total, n = 0.0, 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or not main, leave=False)
+            for x, y in bar:
+                x, y = augment_batch(x, y, cfg.augment, g)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                    loss = loss_fn(net(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total, n = total + float(loss.detach()) * len(x), n + len(x)
+                bar.set_postfix(loss=f"{total / n:.4f}", samples_s=f"{n / (time.time() - t0):.1f}")
+            row = {"epoch": epoch + 1, "train_loss": D.all_reduce_mean(total / max(n, 1), dist, dev),
+                   "lr": optimizer.param_groups[0]["lr"]}
+            if main and val_cases and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                row.update(validate(model, val_cases, cfg, ds.labels, dev))
+            row["time"] = round(time.time() - t0, 3)
+            history.append(row)
+            if main:
+                score = row.get("val_mean_dice", -1.0)
+                if score > best or not val_cases:
+                    best = max(best, score)
+                    save(best_path, epoch + 1)
+                save(last_path, epoch + 1)
+                _write_history(out_dir, history)
+                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            D.barrier(dist)
+    except KeyboardInterrupt:
+        if main:
+            save(out_dir / "interrupted.pt", epoch)
+            say(f"interrupted: saved {out_dir / 'interrupted.pt'}; `--resume` continues from last.pt "
+                f"(or interrupted.pt if no epoch finished)")
+        raise
+    finally:
+        D.cleanup_distributed()
+    return TrainResult(history, best_path, last_path, unwrap(model))

@@ -1,0 +1,98 @@
+"""TrainConfig: YAML/JSON round trip and key-by-key validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctseg_lib.config import TrainConfig
+from ctseg_lib.errors import CTSegError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_valid_and_roundtrip(tmp_path):
+    cfg = TrainConfig()
+    assert cfg.model.in_channels == 1 and cfg.model.size_divisor == 8
+    for name in ("c.yaml", "c.json"):
+        cfg.save(tmp_path / name)
+        back = TrainConfig.from_file(tmp_path / name)
+        assert back == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_partial_dict_keeps_defaults():
+    cfg = TrainConfig.from_dict({"model": {"context": 2}, "optim": {"lr": 3}})
+    assert cfg.model.in_channels == 5 and cfg.optim.lr == 3.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.depth == 4
+
+
+@pytest.mark.parametrize("d, key, words", [
+    ({"optim": {"lr": "fast"}}, "optim.lr", "expected float, got str"),
+    ({"optim": {"learning_rate": 0.1}}, "optim.learning_rate", "unknown key"),
+    ({"epochz": 3}, "epochz", "unknown key"),
+    ({"epochs": 2.5}, "epochs", "expected int"),
+    ({"amp": "yes"}, "amp", "expected bool"),
+    ({"model": 3}, "model", "expected a mapping"),
+    ({"data": {"slice_size": [128, "a"]}}, "data.slice_size[1]", "expected int"),
+    ({"optim": {"name": "rmsprop"}}, "optim.name", "must be one of"),
+    ({"epochs": 0}, "epochs", ">= 1"),
+    ({"data": {"fg_fraction": 1.5}}, "data.fg_fraction", "[0, 1]"),
+    ({"model": {"depth": 6}, "data": {"slice_size": [64, 64]}}, "data.slice_size", "impossible"),
+    ({"data": {"slice_size": [100, 128]}}, "data.slice_size", "multiple of"),
+    ({"data": {"slice_size": [128]}}, "data.slice_size", "2 entries"),
+    ({"model": {"spatial_dims": 3}}, "data.patch_size", "required"),
+    ({"optim": {"lr": -1.0}}, "optim.lr", "> 0"),
+])
+def test_bad_values_name_the_key(d, key, words):
+    with pytest.raises(CTSegError) as e:
+        TrainConfig.from_dict(d)
+    assert f"'{key}'" in str(e.value) and words in str(e.value)
+
+
+def test_yaml_exponent_hint_and_file_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr: 1e-3\n")
+    with pytest.raises(CTSegError, match=r"optim.lr.*1.0e-3"):
+        TrainConfig.from_file(p)
+    p.write_text("optim: [unclosed\n")
+    with pytest.raises(CTSegError, match="cannot parse"):
+        TrainConfig.from_file(p)
+    with pytest.raises(CTSegError, match="not found"):
+        TrainConfig.from_file(tmp_path / "missing.yaml")
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"optim": {"lr": "x"}}))
+    with pytest.raises(CTSegError, match=str(j.name)):
+        TrainConfig.from_file(j)
+    empty = tmp_path / "e.yaml"
+    empty.write_text("")
+    assert TrainConfig.from_file(empty) == TrainConfig()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = TrainConfig.from_file(path)
+    assert cfg.data.task in ("liver", "lung")
+
+
+def test_preprocessing_errors_are_config_errors():
+    with pytest.raises(CTSegError, match=r"'data'.*normalization"):
+        TrainConfig.from_dict({"data": {"normalization": "zscore"}})
+    with pytest.raises(CTSegError, match=r"'data'.*unknown preprocessing key"):
+        TrainConfig.from_dict({"data": {"preprocess": {"bogus": 1}}})
+    p = TrainConfig.from_dict({"data": {"preprocess": {"crop_to_body": True}}}).data.preprocess_params()
+    assert p.crop_to_body and p.slice_size == (128, 128)
+
+
+def test_presets_load_by_name_and_by_checkout_path():
+    from ctseg_lib.config import PRESETS, list_presets
+
+    names = list_presets()
+    assert {"liver_2d", "liver_25d", "lung_2d", "lung_25d"} <= set(names)
+    assert any(n.endswith("_gpu") for n in names)
+    for n in names:  # every shipped config is valid
+        assert TrainConfig.from_file(n).to_dict() == TrainConfig.from_file(PRESETS / f"{n}.yaml").to_dict()
+    with pytest.raises(CTSegError, match="presets: "):
+        TrainConfig.from_file("no_such_preset")

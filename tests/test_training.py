@@ -1,0 +1,164 @@
+"""Training loop, checkpoints (safe loading, exact resume), schedules and augmentation."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from ctseg_lib.augment import augment_batch, random_flip, random_rotate_scale
+from ctseg_lib.checkpoint import get_rng_state, load_checkpoint, load_model, save_checkpoint, set_rng_state
+from ctseg_lib.config import AugmentConfig, ScheduleConfig, TrainConfig
+from ctseg_lib.errors import CTSegError
+from ctseg_lib.schedules import lr_factor
+from ctseg_lib.training import epoch_index, train
+from tests.conftest import write_msd
+
+TINY = {"model": {"base_channels": 4, "depth": 2, "dropout": 0.1}, "epochs": 2, "batch_size": 4,
+        "data": {"slice_size": [16, 16], "negative_keep": 0.5}, "optim": {"lr": 0.01}}
+
+
+def tiny_cfg(**over) -> TrainConfig:
+    d = json.loads(json.dumps(TINY))
+    for k, v in over.items():
+        d.setdefault(k, {}).update(v) if isinstance(v, dict) else d.__setitem__(k, v)
+    return TrainConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_msd(tmp_path_factory.mktemp("d") / "Task99_Toy", n=5, lps=(1,))
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "ctseg-checkpoint", "model": Evil(marker)}, bad)  # pickles the __reduce__
+    with pytest.raises(CTSegError, match="refusing to load.*GLOBAL posix.system"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(Evil(marker)))
+    with pytest.raises(CTSegError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CTSegError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(CTSegError, match="not a readable"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CTSegError, match="not a ctseg checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_rng_state_roundtrip_through_weights_only_file(tmp_path):
+    import random
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / "c.pt", model=model, config=TrainConfig().to_dict(), meta={}, epoch=3)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+    assert isinstance(get_rng_state()["numpy"]["keys"], torch.Tensor)
+    assert not list(tmp_path.glob(".tmp-*"))  # atomic write left no debris
+
+
+def test_schedules():
+    cos = ScheduleConfig(name="cosine", warmup_epochs=0)
+    assert lr_factor(0, 100, 0, cos) == 1.0 and lr_factor(50, 100, 0, cos) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 0, cos) == pytest.approx(0.0, abs=1e-12)
+    poly = ScheduleConfig(name="poly", power=0.9)
+    assert lr_factor(50, 100, 0, poly) == pytest.approx(0.5 ** 0.9)
+    warm = ScheduleConfig(name="constant", warmup_epochs=1)
+    assert [lr_factor(s, 100, 4, warm) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_augmentation_keeps_labels_and_is_seeded():
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 1, 16, 16)
+    y = (x[:, 0] > 200).long() + (x[:, 0] > 400).long()
+    fx, fy = random_flip(x, y, [0], p=1.0)
+    assert torch.equal(fx, x.flip(2)) and torch.equal(fy, y.flip(1))
+    rx, ry = random_rotate_scale(x, y, 30.0, (0.8, 1.2), 1.0, torch.Generator().manual_seed(0))
+    assert set(ry.unique().tolist()) <= {0, 1, 2} and rx.shape == x.shape
+    cfg = AugmentConfig()
+    a = augment_batch(x, y, cfg, torch.Generator().manual_seed(5))
+    b = augment_batch(x, y, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    x3, y3 = torch.rand(1, 1, 8, 8, 4), torch.zeros(1, 8, 8, 4, dtype=torch.long)
+    r3 = random_rotate_scale(x3, y3, 20.0, (1.0, 1.0), 1.0)
+    assert r3[0].shape == x3.shape
+
+
+def test_epoch_index_oversamples_foreground():
+    class C:
+        def __init__(self, lab):
+            self.image, self.label = lab.astype(np.float32), lab
+
+    lab = np.zeros((4, 4, 100), np.uint8)
+    lab[1, 1, :10] = 1
+    lab[1, 1, 5] = 2
+    cfg = tiny_cfg(data={"fg_fraction": 0.5, "fg_classes": [2], "negative_keep": 0.0}, iterations_per_epoch=100)
+    idx = epoch_index([C(lab)], cfg, 0)
+    zs = np.array([z for _, z in idx])
+    assert len(idx) == 400 and zs.max() < 10          # negatives never drawn with negative_keep=0
+    assert 0.4 < np.mean(zs == 5) < 0.65               # ~50 % forced + 1/10 of the rest
+    assert idx == epoch_index([C(lab)], cfg, 0) and idx != epoch_index([C(lab)], cfg, 1)
+
+
+def test_train_resume_is_bit_identical(data, tmp_path):
+    cfg = tiny_cfg()
+    full = train(cfg, data, tmp_path / "full", quiet=True, device="cpu")
+    assert [r["epoch"] for r in full.history] == [1, 2] and "val_dice_liver" in full.history[-1]
+    assert 0.0 <= full.history[-1]["val_mean_dice"] <= 1.0
+    for f in ("best.pt", "last.pt", "history.csv", "history.json", "config.yaml", "split.json"):
+        assert (tmp_path / "full" / f).is_file(), f
+    part = train(cfg, data, tmp_path / "part", quiet=True, max_epochs=1, device="cpu")
+    assert len(part.history) == 1
+    resumed = train(cfg, data, tmp_path / "part", resume=True, quiet=True, device="cpu")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    model, lcfg, meta = load_model(tmp_path / "full" / "last.pt")
+    assert lcfg == cfg and meta["labels"] == {0: "background", 1: "liver", 2: "cancer"} and not model.training
+
+
+def test_keyboard_interrupt_saves_checkpoint(data, tmp_path, monkeypatch):
+    import ctseg_lib.training as T
+    calls = {"n": 0}
+    real = T.augment_batch
+
+    def boom(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "augment_batch", boom)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(), data, tmp_path / "run", quiet=True, device="cpu")
+    ck = load_checkpoint(tmp_path / "run" / "interrupted.pt")
+    assert ck["epoch"] == 0
+    monkeypatch.setattr(T, "augment_batch", real)
+    res = train(tiny_cfg(), data, tmp_path / "run", resume=True, quiet=True, device="cpu", max_epochs=1)
+    assert [r["epoch"] for r in res.history] == [1]
+
+
+def test_train_refuses_output_inside_data(data):
+    with pytest.raises(CTSegError, match="inside the source"):
+        train(tiny_cfg(), data, data / "runs", quiet=True, device="cpu")
