@@ -155,7 +155,7 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
     vol = F.pad(volume.float()[None], pad, mode="replicate")[0] if any(pad) else volume.float()
     full = vol.shape[1:]
     weight = gaussian_importance_map(tuple(roi_size), sigma_scale)
-    w_dev = weight.to(device)
+    w_dev, w_acc = weight.to(device), weight.to(acc_dev)  # moved once, not once per window
     starts = list(itertools.product(*[_starts(s, r, overlap) for s, r in zip(full, roi_size)]))
     acc: torch.Tensor | None = None
     norm = torch.zeros(full, dtype=torch.float32, device=acc_dev)
@@ -163,13 +163,13 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
         batch = starts[i:i + sw_batch_size]
         sl = [tuple(slice(a, a + r) for a, r in zip(st, roi_size)) for st in batch]
         x = torch.stack([vol[(slice(None), *s)] for s in sl]).to(device)
-        p = (_softmax_tta(model, x, tta_flips) * w_dev).to(acc_dev)
+        p = _softmax_tta(model, x, tta_flips).mul_(w_dev).to(acc_dev)
         if acc is None:
             acc = torch.zeros((p.shape[1], *full), dtype=torch.float32, device=acc_dev)
         for j, s in enumerate(sl):
             acc[(slice(None), *s)] += p[j]
-            norm[s] += weight.to(acc_dev)
-    out = acc / norm
+            norm[s] += w_acc
+    out = acc.div_(norm)
     return out[(slice(None), *[slice(0, s) for s in shape])]
 
 
