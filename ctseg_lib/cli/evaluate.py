@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: dataset.json of --gt, else the values found in the ground truth")
     p.add_argument("--regions", default=None,
                    help='merged labels as JSON, e.g. \'{"liver+tumour": [1, 2]}\'')
+    p.add_argument("--split", default=None, metavar="SPLIT_JSON[:NAME]",
+                   help="evaluate only the cases of one entry of a split file, e.g. runs/liver/split.json:test "
+                        "(the split `ctseg train` saved; NAME defaults to test)")
     p.add_argument("--allow-missing", action="store_true",
                    help="count a missing prediction as an empty mask instead of failing")
 
@@ -113,6 +116,18 @@ def run(args: argparse.Namespace) -> int:
         labels = labels or ds.labels
     else:
         gt_files = _nifti_files(gt_root)
+    if args.split:
+        from ..datasets import load_split
+
+        path, _, name = args.split.partition(":")
+        name = name or "test"
+        split = load_split(path)
+        if name not in split:
+            raise CTSegError(f"split has no entry {name!r} (entries: {sorted(split)})", path)
+        unknown = sorted(set(split[name]) - set(gt_files))
+        if unknown:
+            raise CTSegError(f"split {name!r} lists case(s) without ground truth: {unknown[:5]}", path)
+        gt_files = {k: v for k, v in gt_files.items() if k in set(split[name])}
     if not gt_files:
         raise CTSegError("no ground-truth label maps (*.nii.gz) found", gt_root)
     ensure_not_inside(args.out, gt_root, "metrics CSV")
