@@ -31,6 +31,25 @@ def toc_files(toc: dict) -> list[str]:
     return files
 
 
+def broken_links(html: Path) -> list[str]:
+    """Internal links (href/src to files of the site) that point to nothing."""
+    import re
+    from urllib.parse import unquote, urlparse
+
+    bad = []
+    for page in html.rglob("*.html"):
+        if "_static" in page.parts or "_sources" in page.parts:
+            continue
+        for ref in re.findall(r'(?:href|src)="([^"#?]+)', page.read_text(encoding="utf-8", errors="replace")):
+            u = urlparse(ref)
+            if u.scheme or u.netloc or ref.startswith(("data:", "mailto:", "javascript:")):
+                continue
+            target = (html / unquote(u.path).lstrip("/")) if ref.startswith("/") else (page.parent / unquote(u.path))
+            if not target.exists():
+                bad.append(f"{page.relative_to(html)}: broken internal link {ref}")
+    return bad
+
+
 def main(site: str) -> int:
     html = Path(site)
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
@@ -46,6 +65,7 @@ def main(site: str) -> int:
         for bad in ("Traceback (most recent call last)", "cell_execution_error", "nb-error"):
             if bad in text:
                 problems.append(f"{page}: contains {bad!r}")
+    problems += broken_links(html)
     built = {p.relative_to(html).with_suffix("").as_posix() for p in html.glob("book/**/*.html")}
     extra = built - set(toc_files(toc))
     if extra:
