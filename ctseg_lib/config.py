@@ -66,7 +66,9 @@ class DataConfig:
     :class:`ctseg_lib.preprocessing.PreprocessParams`; ``preprocess`` holds any further keys
     for it verbatim.  ``fg_fraction`` is the share of training slices/patches forced to contain
     foreground (nnU-Net oversamples foreground to 33 %); ``negative_keep`` the share of slices
-    without foreground kept per epoch.
+    without foreground kept per epoch.  ``patch_size``: 3D patch, or for a 2D model an in-plane
+    ``[X, Y]`` patch cut from each (resized or native) slice.  ``max_cases``: use only the first N
+    labelled cases of dataset.json before splitting — a quick run on a subset of real MSD.
     """
 
     task: str = "liver"
@@ -82,6 +84,7 @@ class DataConfig:
     fg_fraction: float = 0.5
     negative_keep: float = 0.1
     fg_classes: list[int] | None = None
+    max_cases: int | None = None
 
     def preprocess_params(self):
         """The :class:`~ctseg_lib.preprocessing.PreprocessParams` these keys describe."""
@@ -197,6 +200,25 @@ class TrainConfig:
             d = {}
         return cls.from_dict(d, source=path)
 
+    def with_changes(self, changes: dict[str, Any]) -> TrainConfig:
+        """A validated copy with dotted keys changed: ``cfg.with_changes({"model.context": 1})``.
+
+        Experiments that differ from a baseline in exactly the keys listed are easy to read and
+        to check; an unknown key raises :class:`CTSegError` naming it.
+        """
+        d = self.to_dict()
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = d
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise CTSegError(f"config key {key!r}: {p!r} is not a section")
+                node = node[p]
+            if leaf not in node and not (parents and parents[-1] in ("preprocess", "kwargs")):
+                raise CTSegError(f"config key {key!r} does not exist")
+            node[leaf] = value
+        return TrainConfig.from_dict(d)
+
     def save(self, path: str | Path) -> Path:
         """Write as YAML (or JSON if the suffix is ``.json``), atomically."""
         path = Path(path)
@@ -306,7 +328,7 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     for key in positive:
         if _get(cfg, key) < 1:
             raise _fail(key, f"must be >= 1, got {_get(cfg, key)}", source)
-    for key in ("iterations_per_epoch",):
+    for key in ("iterations_per_epoch", "data.max_cases"):
         if _get(cfg, key) is not None and _get(cfg, key) < 1:
             raise _fail(key, "must be >= 1 or null", source)
     if cfg.optim.lr <= 0:
@@ -327,10 +349,12 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     # Sizes: the U-Net halves the resolution depth-1 times, so each side must be divisible by
     # 2**(depth-1) and the bottleneck must keep at least 4 voxels (nnU-Net's minimum feature map).
     dims = cfg.model.spatial_dims
-    key = "data.slice_size" if dims == 2 else "data.patch_size"
+    # A 2D model trains on whole slices (slice_size, or native size when null) or, when
+    # patch_size has 2 entries, on in-plane patches of them (nnU-Net's 2D configuration).
+    key = "data.patch_size" if dims == 3 or cfg.data.patch_size else "data.slice_size"
     size = _get(cfg, key)
     if size is None:
-        raise _fail(key, f"is required for a {dims}D model", source)
+        raise _fail(key, f"is required for a {dims}D model" + (" (or data.patch_size)" if dims == 2 else ""), source)
     if len(size) != dims:
         raise _fail(key, f"must have {dims} entries for a {dims}D model, got {size}", source)
     div = cfg.model.size_divisor

@@ -31,8 +31,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def select_device(prefer: str | None = None, quiet: bool = False, local_rank: int = 0) -> torch.device:
-    """CUDA > Apple MPS > CPU (or ``prefer`` if given), with a one-line message saying which."""
+def select_device(prefer: str | None = None, quiet: bool = False, local_rank: int = 0,
+                  purpose: str = "training") -> torch.device:
+    """CUDA > Apple MPS > CPU (or ``prefer`` if given), with a one-line message saying which.
+
+    ``purpose`` ("training" or "inference") picks what the CPU message warns about.
+    """
     if prefer:
         dev = torch.device(prefer)
     elif torch.cuda.is_available():
@@ -47,8 +51,9 @@ def select_device(prefer: str | None = None, quiet: bool = False, local_rank: in
         elif dev.type == "mps":
             print("device: mps (Apple GPU)")
         else:
-            print(f"device: cpu ({torch.get_num_threads()} threads) - no GPU found; training is "
-                  "~10-50x slower than on a GPU, so the CPU configs use small images and few epochs")
+            cost = ("training is ~10-50x slower than on a GPU, so the CPU configs use small images and few "
+                    "epochs" if purpose == "training" else "inference takes seconds to minutes per volume")
+            print(f"device: cpu ({torch.get_num_threads()} threads) - no GPU found; {cost}")
     return dev
 
 

@@ -130,7 +130,8 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
     done = out / "done.json"
     if not done.exists():
         t0 = time.perf_counter()
-        train(cfg, data_root, out, quiet=quiet, device=device)
+        # cases preprocessed once per parameter set and shared by all runs (CaseCache)
+        train(cfg, data_root, out, quiet=quiet, device=device, cache_dir=DEFAULT_CACHE / "cache")
         write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
     info = json.loads(done.read_text())
     model, config, meta = load_model(out / "best.pt")

@@ -10,7 +10,7 @@
 4. forward → loss → backward → (clip) → optimiser step → LR schedule step, with mixed precision on CUDA;
 5. every ``val_every`` epochs, predict each *whole* validation volume and compute the per-volume
    Dice of every label — the metric we report, not the batch soft-Dice the loss sees;
-6. save ``last.pt`` every epoch and ``best.pt`` when the mean foreground Dice improves, plus
+6. save ``last.pt`` every epoch and ``best.pt`` when the pooled validation Dice improves, plus
    ``history.csv`` / ``history.json``.
 
 Multi-GPU: run the same command under ``torchrun``; see :mod:`ctseg_lib.distributed`.
@@ -39,7 +39,7 @@ from .datasets import save_split, split_cases
 from .inference import _context_indices, predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
-from .metrics import dice
+from .metrics import confusion, dice
 from .preprocessing import CTNormalizer, preprocess_case
 from .schedules import build_optimizer, build_scheduler
 
@@ -69,8 +69,10 @@ class Samples(Dataset):
         c, pos = self.index[i]
         img, lab = self.cases[c].image, self.cases[c].label
         if self.cfg.model.spatial_dims == 2:
-            zs = _context_indices(img.shape[2], np.array([pos]), self.cfg.model.context)[0]
-            x, y = np.moveaxis(img[:, :, zs], 2, 0), lab[:, :, pos]
+            z, box = (pos, (slice(None),) * 2) if isinstance(pos, int) else \
+                (pos[0], tuple(slice(p, p + s) for p, s in zip(pos[1:], self.cfg.data.patch_size)))
+            zs = _context_indices(img.shape[2], np.array([z]), self.cfg.model.context)[0]
+            x, y = np.moveaxis(img[box][:, :, zs], 2, 0), lab[box][:, :, z]
         else:
             sl = tuple(slice(p, p + s) for p, s in zip(pos, self.cfg.data.patch_size))
             x, y = img[sl][None], lab[sl]
@@ -78,8 +80,8 @@ class Samples(Dataset):
 
 
 def _pad_for_patches(cases: list, patch: list[int]) -> None:
-    for c in cases:  # a volume smaller than the patch is padded (image min, label 0)
-        pad = [(0, max(0, p - s)) for s, p in zip(c.image.shape, patch)]
+    for c in cases:  # a volume smaller than the patch is padded (image min, label 0); 2D: in-plane only
+        pad = [(0, max(0, p - s)) for s, p in zip(c.image.shape, patch)] + [(0, 0)] * (3 - len(patch))
         if any(b for _, b in pad):
             c.image = np.pad(c.image, pad, constant_values=float(c.image.min()))
             c.label = np.pad(c.label, pad)
@@ -108,8 +110,10 @@ def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
         n = cfg.iterations_per_epoch * cfg.batch_size if cfg.iterations_per_epoch else len(pool)
         out = []
         for _ in range(n):
-            src = forced if (forced and rng.random() < cfg.data.fg_fraction) else pool
-            out.append(src[int(rng.integers(len(src)))])
+            is_fg = bool(forced) and rng.random() < cfg.data.fg_fraction
+            src = forced if is_fg else pool
+            c, z = src[int(rng.integers(len(src)))]
+            out.append((c, z) if not cfg.data.patch_size else (c, (z, *_corner_2d(cases[c], z, cfg, is_fg, rng))))
         return out
     patch = np.array(cfg.data.patch_size)
     n = (cfg.iterations_per_epoch or 50) * cfg.batch_size
@@ -127,21 +131,60 @@ def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
     return out
 
 
-def _prepare(ds: MSDDataset, ids: list[str], cfg: TrainConfig, normalizer: CTNormalizer | None) -> list:
+def _corner_2d(case, z: int, cfg: TrainConfig, is_fg: bool, rng: np.random.Generator) -> tuple[int, int]:
+    """In-plane corner of a 2D training patch on slice ``z``: centred on a random ``fg_classes``
+    voxel for a forced-foreground sample, uniformly random otherwise (nnU-Net's 2D sampling)."""
+    shape, patch = np.array(case.label.shape[:2]), np.array(cfg.data.patch_size)
+    if is_fg:
+        lab = case.label[:, :, z]
+        fg = np.argwhere(np.isin(lab, cfg.data.fg_classes) if cfg.data.fg_classes else lab > 0)
+        centre = fg[int(rng.integers(len(fg)))]
+        # a random offset, so the lesion is not always in the middle of the patch
+        centre = centre + rng.integers(-patch // 4, patch // 4 + 1)
+        corner = np.clip(centre - patch // 2, 0, shape - patch)
+    else:
+        corner = np.array([int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch)])
+    return int(corner[0]), int(corner[1])
+
+
+def _prepare(ds: MSDDataset, ids: list[str], cfg: TrainConfig, normalizer: CTNormalizer | None,
+             cache_dir: Path | None = None) -> list:
+    """Preprocess the cases in memory, or read them from a :class:`~ctseg_lib.cache.CaseCache`
+    (``ctseg preprocess`` fills one; entries are keyed by file content and parameters, so a run
+    with other preprocessing never reads a stale one).  Cached arrays are copied into memory,
+    keeping their slice-major layout, so training never writes to the cache."""
     params = cfg.data.preprocess_params()
+    if cache_dir is None:
+        return [preprocess_case(*ds.load_case(cid), params, normalizer) for cid in ids]
+    from .cache import CaseCache
+
+    cache = CaseCache(cache_dir, params, normalizer, dataset=ds)
     out = []
     for cid in ids:
-        img, lab = ds.load_case(cid)
-        out.append(preprocess_case(img, lab, params, normalizer))
+        pre = cache.get(ds.case(cid))
+        pre.image = np.moveaxis(np.array(np.moveaxis(pre.image, 2, 0)), 0, 2)
+        pre.label = np.moveaxis(np.array(np.moveaxis(pre.label, 2, 0)), 0, 2)
+        out.append(pre)
     return out
 
 
 # -- validation ------------------------------------------------------------------------------------
 def validate(model: torch.nn.Module, cases: list, cfg: TrainConfig, labels: dict[int, str],
              device: torch.device) -> dict[str, float]:
-    """Mean over validation volumes of the per-volume Dice of every foreground label."""
+    """Per-volume Dice of every foreground label, averaged over the validation volumes
+    (``val_dice_<name>``, ``val_mean_dice``: what we report), and the *global* Dice with the voxel
+    counts pooled over all volumes (``val_global_dice_<name>``, ``val_global_mean_dice``: what
+    picks ``best.pt``).
+
+    Why two: by convention an empty prediction on a volume without that label scores 1, so a
+    model that predicts no tumour at all gets a per-volume tumour Dice equal to the share of
+    tumour-free volumes — and can look better than one that finds tumours with a few false
+    positives.  The pooled Dice of a model that predicts nothing is 0 (nnU-Net also selects on a
+    pooled "pseudo Dice").
+    """
     model.eval()
     scores: dict[int, list[float]] = {k: [] for k in labels if k > 0}
+    counts = {k: np.zeros(3, dtype=np.int64) for k in scores}  # pooled TP, FP, FN
     for case in cases:
         if cfg.model.spatial_dims == 2:
             pred = predict_volume(model, case.image, cfg.model.context, cfg.val_batch_size,
@@ -151,8 +194,13 @@ def validate(model: torch.nn.Module, cases: list, cfg: TrainConfig, labels: dict
             pred = sliding_window_inference(model, vol, tuple(cfg.data.patch_size), device=device).argmax(0).numpy()
         for k in scores:
             scores[k].append(dice(pred == k, case.label == k))
+            counts[k] += confusion(pred == k, case.label == k)
     out = {f"val_dice_{labels[k]}": float(np.mean(v)) for k, v in scores.items()}
     out["val_mean_dice"] = float(np.mean(list(out.values()))) if out else 0.0
+    pooled = {f"val_global_dice_{labels[k]}": float(2 * tp / max(1, 2 * tp + fp + fn)) if tp + fp + fn else 1.0
+              for k, (tp, fp, fn) in counts.items()}
+    out.update(pooled)
+    out["val_global_mean_dice"] = float(np.mean(list(pooled.values()))) if pooled else 0.0
     return out
 
 
@@ -168,13 +216,16 @@ def _write_history(out_dir: Path, history: list[dict]) -> None:
 
 # -- the loop --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False,
-          quiet: bool = False, max_epochs: int | None = None, device: str | None = None) -> TrainResult:
+          quiet: bool = False, max_epochs: int | None = None, device: str | None = None,
+          cache_dir: str | Path | None = None) -> TrainResult:
     """Train a U-Net on an MSD-layout dataset; see the module docstring for the steps.
 
     Args:
         max_epochs: stop after this many epochs *without* changing the schedule (``cfg.epochs``
             still defines it) — used to simulate an interruption.
         device: force a device (``"cpu"``); default CUDA > MPS > CPU.
+        cache_dir: a preprocessing cache (``ctseg preprocess --out``) to read cases from and add
+            missing ones to; default: preprocess in memory.
     """
     from tqdm.auto import tqdm
 
@@ -186,7 +237,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
     ensure_not_inside(out_dir, data_root, "training output")
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     ds = MSDDataset(data_root)
-    split = split_cases(ds.case_ids, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    ids = ds.case_ids[: cfg.data.max_cases] if cfg.data.max_cases else ds.case_ids
+    split = split_cases(ids, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
     start_epoch, history, best = 0, [], -1.0
     ckpt = None
     if resume:
@@ -209,9 +261,12 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
             normalizer = CTNormalizer.fit((ds.load_image(c).array for c in ids),
                                           (ds.load_label(c).array for c in ids), seed=cfg.seed)
     say(f"data: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test cases")
-    train_cases = _prepare(ds, split["train"], cfg, normalizer)
-    val_cases = _prepare(ds, split["val"], cfg, normalizer)
-    if cfg.model.spatial_dims == 3:
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        ensure_not_inside(cache, data_root, "the preprocessing cache")
+    train_cases = _prepare(ds, split["train"], cfg, normalizer, cache)
+    val_cases = _prepare(ds, split["val"], cfg, normalizer, cache)
+    if cfg.data.patch_size:  # 3D patches, or in-plane patches of 2D slices
         _pad_for_patches(train_cases, cfg.data.patch_size)
     meta = {"labels": ds.labels, "num_classes": ds.num_classes, "task": cfg.data.task, "split": split,
             "preprocess": cfg.data.preprocess_params().to_dict(),
@@ -284,7 +339,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
             row["time"] = round(time.time() - t0, 3)
             history.append(row)
             if main:
-                score = row.get("val_mean_dice", -1.0)
+                score = row.get("val_global_mean_dice", -1.0)
                 if score > best or not val_cases:
                     best = max(best, score)
                     save(best_path, epoch + 1)

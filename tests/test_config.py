@@ -96,3 +96,14 @@ def test_presets_load_by_name_and_by_checkout_path():
         assert TrainConfig.from_file(n).to_dict() == TrainConfig.from_file(PRESETS / f"{n}.yaml").to_dict()
     with pytest.raises(CTSegError, match="presets: "):
         TrainConfig.from_file("no_such_preset")
+
+
+def test_with_changes_validates_dotted_keys():
+    base = TrainConfig.from_file("liver_2d_book")
+    c = base.with_changes({"model.context": 1, "name": "x", "loss.kwargs.batch_dice": False})
+    assert c.model.context == 1 and c.model.in_channels == 3 and c.name == "x"
+    assert c.loss.kwargs == {"batch_dice": False} and base.model.context == 0  # a copy
+    with pytest.raises(CTSegError, match="model.kontext"):
+        base.with_changes({"model.kontext": 1})
+    with pytest.raises(CTSegError, match="model.depth"):
+        base.with_changes({"model.depth": 0})

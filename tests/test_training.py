@@ -162,3 +162,56 @@ def test_keyboard_interrupt_saves_checkpoint(data, tmp_path, monkeypatch):
 def test_train_refuses_output_inside_data(data):
     with pytest.raises(CTSegError, match="inside the source"):
         train(tiny_cfg(), data, data / "runs", quiet=True, device="cpu")
+
+
+def test_2d_patch_sampling_centres_forced_samples_on_foreground():
+    class C:
+        def __init__(self, lab):
+            self.image, self.label = lab.astype(np.float32), lab
+
+    lab = np.zeros((64, 48, 20), np.uint8)
+    lab[10:30, 10:30, 5:15] = 1
+    lab[50:53, 40:43, 8] = 2  # one small lesion near a corner, on one slice
+    cfg = tiny_cfg(data={"slice_size": None, "patch_size": [16, 16], "fg_fraction": 1.0, "fg_classes": [2]},
+                   iterations_per_epoch=25)
+    cases = [C(lab)]
+    idx = epoch_index(cases, cfg, 0)
+    assert len(idx) == 100 and all(len(pos) == 3 for _, pos in idx)
+    for _, (z, x0, y0) in idx:
+        assert z == 8 and 0 <= x0 <= 64 - 16 and 0 <= y0 <= 48 - 16
+        assert (lab[x0:x0 + 16, y0:y0 + 16, z] == 2).any()  # every forced patch shows the lesion
+
+
+def test_2d_patch_config_validation_and_training(data, tmp_path):
+    with pytest.raises(CTSegError, match="data.patch_size"):
+        tiny_cfg(data={"slice_size": None, "patch_size": [12, 12]}, model={"depth": 3})
+    with pytest.raises(CTSegError, match="data.slice_size"):
+        tiny_cfg(data={"slice_size": None})
+    cfg = tiny_cfg(data={"slice_size": None, "patch_size": [16, 16], "preprocess": {"crop_to_body": True}},
+                   epochs=1)
+    res = train(cfg, data, tmp_path / "p", quiet=True, device="cpu")
+    assert "val_dice_liver" in res.history[-1]  # validated on whole native-size slices
+
+
+def test_max_cases_trains_on_a_subset(data, tmp_path):
+    with pytest.raises(CTSegError, match="data.max_cases"):
+        tiny_cfg(data={"max_cases": 0})
+    res = train(tiny_cfg(data={"max_cases": 4}, epochs=1), data, tmp_path / "m", quiet=True, device="cpu")
+    split = json.loads((tmp_path / "m" / "split.json").read_text())
+    used = sorted(c for part in split.values() for c in part)
+    assert used == ["toy_0", "toy_1", "toy_2", "toy_3"] and res.history
+
+
+def test_training_from_the_preprocessing_cache_is_identical(data, tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    plain = train(cfg, data, tmp_path / "plain", quiet=True, device="cpu")
+    cached = train(cfg, data, tmp_path / "c1", quiet=True, device="cpu", cache_dir=tmp_path / "cache")
+    entries = sorted((tmp_path / "cache").glob("*/*/meta.json"))
+    assert len(entries) == 4  # 3 train + 1 val cases of the 5 (test cases are never touched)
+    again = train(cfg, data, tmp_path / "c2", quiet=True, device="cpu", cache_dir=tmp_path / "cache")
+    assert sorted((tmp_path / "cache").glob("*/*/meta.json")) == entries  # all hits, nothing rebuilt
+    for res in (cached, again):
+        a, b = plain.model.state_dict(), res.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CTSegError, match="inside"):
+        train(cfg, data, tmp_path / "x", quiet=True, device="cpu", cache_dir=data / "cache")

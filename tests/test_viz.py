@@ -289,3 +289,15 @@ def test_cli_view_writes_viewer(tmp_path, capsys):
     assert rc == 2 and "not valid JSON" in capsys.readouterr().err
     rc = cli_main(["view", str(tmp_path / "img.nii.gz"), "--window", "nope", "--out", str(out)])
     assert rc == 2 and "unknown window" in capsys.readouterr().err
+
+
+def test_viewer_opens_on_the_ground_truth_not_the_largest_false_positive():
+    img = np.zeros((16, 16, 20), np.float32)
+    gt = np.zeros(img.shape, np.uint8)
+    gt[5:7, 5:7, 4] = 1  # a small lesion on slice 4
+    pred = np.zeros(img.shape, np.uint8)
+    pred[2:12, 2:12, 15] = 1  # a large false positive on slice 15, missing the lesion
+    cfg = decode_cfg(SliceViewer(img, (1.0, 1.0, 1.0), label=gt, pred=pred)._repr_html_())
+    assert cfg["zs"][cfg["start"]] == 4
+    cfg = decode_cfg(SliceViewer(img, (1.0, 1.0, 1.0), pred=pred)._repr_html_())  # no ground truth
+    assert cfg["zs"][cfg["start"]] == 15

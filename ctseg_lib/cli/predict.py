@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [s for s in steps if s not in POSTPROCESS_STEPS]
     if bad:
         raise CTSegError(f"--postprocess: unknown step(s) {bad}; choose from {list(POSTPROCESS_STEPS)}")
-    device = select_device(args.device, quiet=args.quiet)
+    device = select_device(args.device, quiet=args.quiet, purpose="inference")
     model, cfg, meta = load_model(args.checkpoint, device)
     names = {int(k): v for k, v in meta["labels"].items()}
     if "restrict" in steps and len(names) < 3:

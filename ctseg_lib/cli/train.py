@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the config's number of epochs")
     p.add_argument("--device", default=None, help="force a device (cpu, cuda, cuda:1, mps); default: best available")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="preprocessing cache to read (and fill), e.g. the --out of `ctseg preprocess`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         d = cfg.to_dict()
         d["epochs"] = args.epochs
         cfg = TrainConfig.from_dict(d, source=args.config)
-    res = train(cfg, args.data, args.out, resume=args.resume, quiet=args.quiet, device=args.device)
+    res = train(cfg, args.data, args.out, resume=args.resume, quiet=args.quiet, device=args.device,
+                cache_dir=args.cache)
     if not args.quiet and res.history:
         last = res.history[-1]
         print(f"done: {len(res.history)} epochs; best checkpoint {res.best_path}"

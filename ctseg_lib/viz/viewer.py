@@ -211,8 +211,12 @@ class _Viewer:
             pos = [[float(aff[a] @ np.r_[np.eye(3)[a] * i, 1.0]) for i in idx] for a, idx in enumerate((xs, ys, zs))]
         else:
             pos = [[float(i * s) for i in idx] for idx, s in zip((xs, ys, zs), self.spacing)]
+        # open on the slice with the most of the first overlay (the ground truth, when given), so a
+        # missed lesion is on screen, not the prediction's largest false positive; else all overlays
         masks = [np.asarray(v) > 0 for v in self.overlays.values()]
-        area = [sum(int(m[:, :, k].sum()) for m in masks) for k in zs]
+        area = [int(masks[0][:, :, k].sum()) for k in zs] if masks else []
+        if not any(area):
+            area = [sum(int(m[:, :, k].sum()) for m in masks) for k in zs]
         start = int(np.argmax(area)) if any(area) else len(zs) // 2
         names = list(self.overlays)
         return {
