@@ -39,7 +39,7 @@ from .datasets import save_split, split_cases
 from .inference import _context_indices, predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
-from .metrics import confusion, dice
+from .metrics import _dice, confusion
 from .preprocessing import CTNormalizer, preprocess_case
 from .schedules import build_optimizer, build_scheduler
 
@@ -87,6 +87,11 @@ def _pad_for_patches(cases: list, patch: list[int]) -> None:
             c.label = np.pad(c.label, pad)
 
 
+def _fg_mask(label: np.ndarray, fg_classes: list[int] | None) -> np.ndarray:
+    """Voxels that count as foreground for oversampling: ``fg_classes``, or any label > 0."""
+    return np.isin(label, fg_classes) if fg_classes else label > 0
+
+
 def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
     """The epoch's samples, a function of ``(cfg.seed, epoch)`` only.
 
@@ -100,7 +105,7 @@ def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
         pos, forced, anyfg = [], [], []  # empty slices, slices with fg_classes, slices with any label
         for c, case in enumerate(cases):
             present = case.label.reshape(-1, case.label.shape[2])
-            hit = np.isin(present, fg_cls).any(0) if fg_cls else (present > 0).any(0)
+            hit = _fg_mask(present, fg_cls).any(0)
             nonempty = (present > 0).any(0)
             forced += [(c, int(z)) for z in np.flatnonzero(hit)]
             anyfg += [(c, int(z)) for z in np.flatnonzero(nonempty)]
@@ -121,7 +126,7 @@ def epoch_index(cases: list, cfg: TrainConfig, epoch: int) -> list[tuple]:
     for _ in range(n):
         c = int(rng.integers(len(cases)))
         shape = np.array(cases[c].image.shape)
-        fg = np.argwhere(np.isin(cases[c].label, fg_cls) if fg_cls else cases[c].label > 0)
+        fg = np.argwhere(_fg_mask(cases[c].label, fg_cls))
         if len(fg) and rng.random() < cfg.data.fg_fraction:
             centre = fg[int(rng.integers(len(fg)))]
             corner = np.clip(centre - patch // 2, 0, shape - patch)
@@ -136,8 +141,7 @@ def _corner_2d(case, z: int, cfg: TrainConfig, is_fg: bool, rng: np.random.Gener
     voxel for a forced-foreground sample, uniformly random otherwise (nnU-Net's 2D sampling)."""
     shape, patch = np.array(case.label.shape[:2]), np.array(cfg.data.patch_size)
     if is_fg:
-        lab = case.label[:, :, z]
-        fg = np.argwhere(np.isin(lab, cfg.data.fg_classes) if cfg.data.fg_classes else lab > 0)
+        fg = np.argwhere(_fg_mask(case.label[:, :, z], cfg.data.fg_classes))
         centre = fg[int(rng.integers(len(fg)))]
         # a random offset, so the lesion is not always in the middle of the patch
         centre = centre + rng.integers(-patch // 4, patch // 4 + 1)
@@ -193,12 +197,12 @@ def validate(model: torch.nn.Module, cases: list, cfg: TrainConfig, labels: dict
             vol = torch.from_numpy(np.ascontiguousarray(case.image))[None]
             pred = sliding_window_inference(model, vol, tuple(cfg.data.patch_size), device=device).argmax(0).numpy()
         for k in scores:
-            scores[k].append(dice(pred == k, case.label == k))
-            counts[k] += confusion(pred == k, case.label == k)
+            tp_fp_fn = confusion(pred == k, case.label == k)
+            scores[k].append(_dice(*tp_fp_fn))
+            counts[k] += tp_fp_fn
     out = {f"val_dice_{labels[k]}": float(np.mean(v)) for k, v in scores.items()}
     out["val_mean_dice"] = float(np.mean(list(out.values()))) if out else 0.0
-    pooled = {f"val_global_dice_{labels[k]}": float(2 * tp / max(1, 2 * tp + fp + fn)) if tp + fp + fn else 1.0
-              for k, (tp, fp, fn) in counts.items()}
+    pooled = {f"val_global_dice_{labels[k]}": float(_dice(*(int(v) for v in c))) for k, c in counts.items()}
     out.update(pooled)
     out["val_global_mean_dice"] = float(np.mean(list(pooled.values()))) if pooled else 0.0
     return out
