@@ -18,10 +18,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check ctseg_lib tests benchmarks
+	$(VENV)/bin/ruff check ctseg_lib tests benchmarks tools
 	$(PY) -m pytest
 
-# --all + -W: every chapter is executed (via the jupyter-cache) and any cell error or warning fails the build.
+# Chapters are executed first, two at a time, into the jupyter-cache (tools/execute_book.py: a failing
+# cell stops here); then --all + -W renders every page from that cache, and any warning fails the build.
 MATHJAX := book/_assets/mathjax/tex-mml-chtml.js
 
 # MathJax served from the book itself (offline reading; see tools/fetch_mathjax.py).
@@ -29,6 +30,7 @@ $(MATHJAX): | $(STAMP)
 	$(PY) tools/fetch_mathjax.py book/_assets/mathjax
 
 book: $(STAMP) $(MATHJAX)
+	$(PY) tools/execute_book.py
 	$(VENV)/bin/jupyter-book build . --all -W --keep-going
 	$(PY) tools/check_site.py _build/html
 
@@ -36,5 +38,6 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) benchmarks/run.py
 
+# The jupyter-cache keys a chapter on its own cells only: after changing ctseg_lib, clean first.
 clean:
-	rm -rf _build
+	rm -rf _build book/_data

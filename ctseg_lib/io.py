@@ -109,3 +109,28 @@ def _fsync_dir(d: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``path`` (created if missing) for the ``with`` block.
+
+    Used where two processes could build the same thing at once — the book executes two chapters in
+    parallel (``tools/execute_book.py``) and both may ask for the same phantoms or the same model.
+    The second process waits, then finds the finished result.  POSIX ``flock``; the lock is released
+    when the process dies, so a killed build never leaves a stale lock.  Where ``fcntl`` does not
+    exist (Windows) this is a no-op: a single process needs no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

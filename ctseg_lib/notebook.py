@@ -88,11 +88,16 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
     extra = "".join(f"_{k}{v}" for k, v in sorted(synth_kwargs.items()))
     path = base / f"{task}_{cases}_{test_cases}_{seed}{extra}"
     marker = path / ".complete"
-    if not marker.exists():
-        t0 = time.perf_counter()
-        write_dataset(task, path, cases=cases, seed=seed, test_cases=test_cases, overwrite=True,
-                      **synth_kwargs)
-        marker.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    if marker.exists():
+        return path
+    from .io import file_lock
+
+    with file_lock(base / f".{path.name}.lock"):  # another chapter may be generating it right now
+        if not marker.exists():
+            t0 = time.perf_counter()
+            write_dataset(task, path, cases=cases, seed=seed, test_cases=test_cases, overwrite=True,
+                          **synth_kwargs)
+            marker.write_text(f"{time.perf_counter() - t0:.1f} s\n")
     return path
 
 
@@ -121,7 +126,7 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
     import json
 
     from .checkpoint import load_model
-    from .io import write_json_atomic
+    from .io import file_lock, write_json_atomic
     from .training import train
 
     key = hashlib.sha256(json.dumps([cfg.to_dict(), str(Path(data_root).resolve())],
@@ -129,10 +134,13 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
     out = DEFAULT_CACHE / "runs" / f"{name}-{key}"
     done = out / "done.json"
     if not done.exists():
-        t0 = time.perf_counter()
-        # cases preprocessed once per parameter set and shared by all runs (CaseCache)
-        train(cfg, data_root, out, quiet=quiet, device=device, cache_dir=DEFAULT_CACHE / "cache")
-        write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
+        # Chapters executed in parallel may ask for the same run: one trains, the other waits.
+        with file_lock(out.parent / f".{out.name}.lock"):
+            if not done.exists():
+                t0 = time.perf_counter()
+                # cases preprocessed once per parameter set and shared by all runs (CaseCache)
+                train(cfg, data_root, out, quiet=quiet, device=device, cache_dir=DEFAULT_CACHE / "cache")
+                write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
     info = json.loads(done.read_text())
     model, config, meta = load_model(out / "best.pt")
     history = json.loads((out / "history.json").read_text())

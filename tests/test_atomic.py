@@ -188,3 +188,46 @@ def test_numpy_roundtrip_through_atomic_write(tmp_path):
     with atomic_write(tmp_path / "a.npy") as f:
         np.save(f, arr)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), arr)
+
+
+_LOCKER = """
+import sys, time
+from pathlib import Path
+from ctseg_lib.io import file_lock
+log, name, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+with file_lock(log.with_suffix('.lock')):
+    with open(log, 'a') as f:
+        f.write(name + ' in\\n')
+    time.sleep(hold)
+    with open(log, 'a') as f:
+        f.write(name + ' out\\n')
+"""
+
+
+def test_file_lock_serialises_two_processes(tmp_path):
+    """The second process enters only after the first left (what parallel chapters rely on)."""
+    log = tmp_path / "log.txt"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen([sys.executable, "-c", _LOCKER, str(log), "A", "1.0"], env=env)
+    deadline = time.time() + 60
+    while not (log.exists() and "A in" in log.read_text()):  # A holds the lock now
+        assert time.time() < deadline and first.poll() is None, "first process never took the lock"
+        time.sleep(0.02)
+    second = subprocess.run([sys.executable, "-c", _LOCKER, str(log), "B", "0"], env=env, timeout=60)
+    assert first.wait(timeout=60) == 0 and second.returncode == 0
+    assert log.read_text().split("\n")[:4] == ["A in", "A out", "B in", "B out"]
+
+
+def test_file_lock_is_released_when_the_holder_dies(tmp_path):
+    """A killed build must not leave a lock that blocks the next one."""
+    log = tmp_path / "log.txt"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    holder = subprocess.Popen([sys.executable, "-c", _LOCKER, str(log), "A", "600"], env=env)
+    deadline = time.time() + 60
+    while not (log.exists() and "A in" in log.read_text()):
+        assert time.time() < deadline and holder.poll() is None, "holder never took the lock"
+        time.sleep(0.02)
+    holder.kill()
+    holder.wait()
+    second = subprocess.run([sys.executable, "-c", _LOCKER, str(log), "B", "0"], env=env, timeout=60)
+    assert second.returncode == 0 and log.read_text().split("\n")[:3] == ["A in", "B in", "B out"]

@@ -224,3 +224,23 @@ def test_cli_train_rejects_bad_config(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_channels_last_inference_gives_the_same_labels(tmp_path):
+    """Regression for the NHWC speed-up: load_model returns a channels_last 2D net and
+    predict_volume feeds NHWC slices; the probabilities equal those of the plain NCHW model."""
+    from ctseg_lib.checkpoint import build_model, load_model, save_checkpoint
+    from ctseg_lib.config import TrainConfig
+    from ctseg_lib.inference import predict_volume
+
+    cfg = TrainConfig.from_dict({"name": "cl", "model": {"base_channels": 4, "depth": 3}})
+    torch.manual_seed(0)
+    net = build_model(cfg, 3).eval()
+    save_checkpoint(tmp_path / "m.pt", model=net, config=cfg.to_dict(), meta={"num_classes": 3}, epoch=0)
+    loaded, _, _ = load_model(tmp_path / "m.pt")
+    w = next(p for p in loaded.parameters() if p.ndim == 4)
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    vol = np.random.default_rng(0).random((40, 36, 5), dtype=np.float32)
+    ref = predict_volume(net, vol, batch_size=2)
+    out = predict_volume(loaded, vol, batch_size=2)
+    np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -90,3 +90,25 @@ def test_install_cell_works_in_a_clean_venv(tmp_path):
     out = subprocess.run([str(vpy), "-c", "import ctseg_lib, ctseg_lib.data; print(ctseg_lib.__file__)"],
                          check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
     assert str(venv) in out, f"ctseg_lib imported from {out!r}, not from the clean venv"
+
+
+def test_parallel_executor_knows_every_chapter_and_its_dependencies():
+    """tools/execute_book.py runs what _toc.yml lists; its AFTER table names real chapters."""
+    import execute_book
+
+    stems = [p.stem for p in execute_book.chapters()]
+    assert stems == [Path(f).name for f in toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+                     if (ROOT / f"{f}.ipynb").is_file()]
+    assert set(execute_book.AFTER) | set(execute_book.AFTER.values()) <= set(stems)
+    # every chapter that loads the shared book model comes after the chapter that trains it
+    for stem in stems:
+        source = "".join(c.source for c in nbformat.read(ROOT / "book" / f"{stem}.ipynb", 4).cells)
+        if "liver_2d_book" in source and stem != "06_training":
+            assert execute_book.AFTER.get(stem) == "06_training", stem
+
+
+def test_parallel_executor_matches_myst_nb_execution_settings():
+    """The notebooks it caches must be found by jupyter-book: cache mode, same cache folder."""
+    assert CONFIG["execute"]["execute_notebooks"] == "cache"
+    assert "cache" not in CONFIG["execute"], "execute_book.py writes to the default _build/.jupyter_cache"
+    assert "tools/execute_book.py" in (ROOT / "Makefile").read_text()

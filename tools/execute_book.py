@@ -1,0 +1,137 @@
+"""Execute the book's chapters two at a time into the cache that ``jupyter-book build`` reads.
+
+    python tools/execute_book.py            # what `make book` runs before `jupyter-book build`
+    python tools/execute_book.py --jobs 1   # one chapter at a time, every core for it
+
+Why: jupyter-book (myst-nb) executes chapters one after the other.  Much of a chapter is
+single-threaded Python — NIfTI I/O, metrics, distance transforms, plotting, starting a kernel —
+and even the training of the book's small U-Nets gains little from a second torch thread, so on
+the 2-core build machine two chapters with one thread each finish sooner than one chapter with
+two threads (measured numbers: ``benchmarks/book_times.json``).
+
+How: each notebook is executed exactly as myst-nb's ``execute_notebooks: cache`` mode does it
+(``jupyter_cache.executors.utils.single_nb_execution``, kernel working directory = the chapter's
+folder, the timeout of ``_config.yml``, errors not allowed) and stored in the same jupyter-cache,
+keyed on the code of its cells.  ``jupyter-book build`` then finds every chapter in the cache and
+only renders.  A chapter already cached (its code unchanged) is not run again.  A failing chapter
+stops the script with its traceback; nothing half-executed is cached.
+
+Chapters that load a model another chapter trains start after it (``AFTER``).  They would be
+correct in any order — ``ctseg_lib.notebook.train_cached`` holds a file lock, so a second chapter
+waits for the run instead of training it twice — but a waiting chapter would hold a worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from check_site import toc_files  # noqa: E402
+
+#: chapter -> the chapter that trains the model it loads (the shared liver_2d_book run).
+AFTER = {"07_inference": "06_training", "08_liver": "06_training", "10_pitfalls": "06_training",
+         "11_going_further": "06_training"}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The executable chapters (``.ipynb``) of ``_toc.yml``, in book order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    return [root / f"{f}.ipynb" for f in toc_files(toc) if (root / f"{f}.ipynb").is_file()]
+
+
+def expected_seconds(root: Path = ROOT) -> dict[str, float]:
+    """Cold execution times recorded by the last measured build (for the schedule only)."""
+    try:
+        return json.loads((root / "benchmarks" / "book_times.json").read_text())["chapters_cold_s"]
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _execute(path: str, timeout: int, threads: int | None) -> tuple[str, object, float, str | None]:
+    """Worker process: execute one notebook in its folder; returns (path, notebook, seconds, error)."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    if threads:  # read by torch / numpy when the kernel imports them
+        os.environ.update({v: str(threads) for v in THREAD_VARS})
+    nb = nbformat.read(path, as_version=4)
+    res = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=False,
+                              meta_override=True)
+    return path, nb, res.time, res.exc_string if res.err is not None else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="chapters executed at once (default: 2, or 1 on a 1-core machine)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "_build" / ".jupyter_cache",
+                    help="the jupyter-cache folder (jupyter-book's default: _build/.jupyter_cache)")
+    args = ap.parse_args(argv)
+
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    timeout = int(config.get("execute", {}).get("timeout", 1200))
+    jobs = max(1, args.jobs)
+    # One chapter at a time keeps torch's default (every core); n at a time share the cores.
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+    cache = get_cache(str(args.cache))
+
+    todo: dict[str, Path] = {}
+    for p in chapters():
+        try:
+            cache.match_cache_notebook(nbformat.read(p, as_version=4))
+        except KeyError:
+            todo[p.stem] = p
+    print(f"execute_book: {len(todo)} chapter(s) to execute, {jobs} at a time"
+          + (f", {threads} thread(s) each" if threads else "") + (": " + ", ".join(todo) if todo else ""))
+    if not todo:
+        return 0
+    cost = expected_seconds()
+    running: dict[Future, str] = {}
+    finished: set[str] = set()
+    failed: list[str] = []
+    t_start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        while (todo and not failed) or running:
+            ready = [n for n in todo if AFTER.get(n) not in todo and AFTER.get(n) not in running.values()]
+            for name in sorted(ready, key=lambda n: -cost.get(n, 60.0))[:jobs - len(running)]:
+                if failed:
+                    break
+                running[pool.submit(_execute, str(todo.pop(name)), timeout, threads)] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = running.pop(fut)
+                path, nb, seconds, error = fut.result()
+                if error is not None:
+                    failed.append(name)
+                    print(f"execute_book: {path} FAILED after {seconds:.0f} s:\n{error}", file=sys.stderr)
+                    continue
+                record = cache.add_nb_to_project(path)
+                cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
+                                            check_validity=False, overwrite=True)
+                finished.add(name)
+                print(f"execute_book: {name} executed in {seconds:.0f} s "
+                      f"({time.perf_counter() - t_start:.0f} s since start)", flush=True)
+    if failed:
+        print(f"execute_book: failed: {', '.join(failed)}; not run: {', '.join(todo) or 'none'}", file=sys.stderr)
+        return 1
+    print(f"execute_book: {len(finished)} chapter(s) in {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
