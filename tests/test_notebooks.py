@@ -112,3 +112,40 @@ def test_parallel_executor_matches_myst_nb_execution_settings():
     assert CONFIG["execute"]["execute_notebooks"] == "cache"
     assert "cache" not in CONFIG["execute"], "execute_book.py writes to the default _build/.jupyter_cache"
     assert "tools/execute_book.py" in (ROOT / "Makefile").read_text()
+
+
+def _tiny_book(root: Path, b_source: str) -> None:
+    (root / "book").mkdir(parents=True, exist_ok=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/a\n  - file: book/b\n")
+    (root / "_config.yml").write_text("execute:\n  execute_notebooks: cache\n  timeout: 120\n")
+    for name, src in (("a", "print('chapter a', 6 * 7)"), ("b", b_source)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, root / "book" / f"{name}.ipynb")
+
+
+def test_parallel_executor_fails_on_a_broken_chapter_and_caches_only_good_ones(tmp_path, capsys):
+    """A cell error fails the run with the notebook named; what succeeded is cached (and found by
+    the same hash jupyter-book uses), what failed is not; the next run executes only the fixed one."""
+    import execute_book
+    from jupyter_cache import get_cache
+
+    _tiny_book(tmp_path, "raise ValueError('broken on purpose')")
+    assert execute_book.main(["--root", str(tmp_path), "--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "b.ipynb FAILED" in err and "broken on purpose" in err
+    cache = get_cache(str(tmp_path / "_build" / ".jupyter_cache"))
+    a = nbformat.read(tmp_path / "book" / "a.ipynb", 4)
+    b = nbformat.read(tmp_path / "book" / "b.ipynb", 4)
+    record = cache.match_cache_notebook(a)  # what myst-nb's cache mode looks up
+    assert "chapter a 42" in cache.get_cache_bundle(record.pk).nb.cells[0].outputs[0]["text"]
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(b)
+
+    _tiny_book(tmp_path, "print('fixed')")
+    assert execute_book.main(["--root", str(tmp_path), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 chapter(s) to execute" in out and ": b" in out  # a came from the cache
+    cache.match_cache_notebook(nbformat.read(tmp_path / "book" / "b.ipynb", 4))
+    times = yaml.safe_load((tmp_path / "_build" / "execute_book.json").read_text())
+    assert set(times["chapters_s"]) == {"b"} and times["jobs"] == 2

@@ -75,23 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="chapters executed at once (default: 2, or 1 on a 1-core machine)")
-    ap.add_argument("--cache", type=Path, default=ROOT / "_build" / ".jupyter_cache",
-                    help="the jupyter-cache folder (jupyter-book's default: _build/.jupyter_cache)")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the book (folder with _toc.yml, _config.yml)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="the jupyter-cache folder (default, as jupyter-book: ROOT/_build/.jupyter_cache)")
     args = ap.parse_args(argv)
+    root = args.root.resolve()
+    cache_dir = args.cache or root / "_build" / ".jupyter_cache"
 
     import nbformat
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     timeout = int(config.get("execute", {}).get("timeout", 1200))
     jobs = max(1, args.jobs)
     # One chapter at a time keeps torch's default (every core); n at a time share the cores.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    cache = get_cache(str(args.cache))
+    cache = get_cache(str(cache_dir))
 
     todo: dict[str, Path] = {}
-    for p in chapters():
+    for p in chapters(root):
         try:
             cache.match_cache_notebook(nbformat.read(p, as_version=4))
         except KeyError:
@@ -100,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {threads} thread(s) each" if threads else "") + (": " + ", ".join(todo) if todo else ""))
     if not todo:
         return 0
-    cost = expected_seconds()
+    cost = expected_seconds(root)
     running: dict[Future, str] = {}
-    finished: set[str] = set()
+    seconds_of: dict[str, float] = {}
     failed: list[str] = []
     t_start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -123,13 +126,19 @@ def main(argv: list[str] | None = None) -> int:
                 record = cache.add_nb_to_project(path)
                 cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
                                             check_validity=False, overwrite=True)
-                finished.add(name)
+                seconds_of[name] = seconds
                 print(f"execute_book: {name} executed in {seconds:.0f} s "
                       f"({time.perf_counter() - t_start:.0f} s since start)", flush=True)
     if failed:
         print(f"execute_book: failed: {', '.join(failed)}; not run: {', '.join(todo) or 'none'}", file=sys.stderr)
         return 1
-    print(f"execute_book: {len(finished)} chapter(s) in {time.perf_counter() - t_start:.0f} s")
+    total = time.perf_counter() - t_start
+    print(f"execute_book: {len(seconds_of)} chapter(s) in {total:.0f} s")
+    from ctseg_lib.io import write_json_atomic  # the timings, for benchmarks/book_times.json
+
+    write_json_atomic(cache_dir.parent / "execute_book.json",
+                      {"jobs": jobs, "threads_per_chapter": threads, "wall_s": round(total, 1),
+                       "chapters_s": {n: round(t, 1) for n, t in seconds_of.items()}})
     return 0
 
 
