@@ -53,7 +53,8 @@ def chapters(root: Path = ROOT) -> list[Path]:
 def expected_seconds(root: Path = ROOT) -> dict[str, float]:
     """Cold execution times recorded by the last measured build (for the schedule only)."""
     try:
-        return json.loads((root / "benchmarks" / "book_times.json").read_text())["chapters_cold_s"]
+        times = json.loads((root / "benchmarks" / "book_times.json").read_text())
+        return times["book_build"]["parallel"]["chapters_s"]
     except (OSError, KeyError, ValueError):
         return {}
 
