@@ -120,8 +120,12 @@ def gaussian_importance_map(roi_size: tuple[int, ...], sigma_scale: float = 1 / 
     return w
 
 
-def _starts(size: int, roi: int, overlap: float) -> list[int]:
-    """Window start positions covering ``[0, size)`` with step ≈ roi·(1-overlap), last one flush."""
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Start indices (voxels) of the windows of ``roi`` voxels that cover ``[0, size)`` along one axis.
+
+    The step is about ``roi · (1 - overlap)``; the starts are spread evenly so the last window ends
+    exactly at ``size`` (no padding).  The windows of a volume are the product over its axes.
+    """
     if size <= roi:
         return [0]
     step = max(1, int(roi * (1 - overlap)))
@@ -159,7 +163,7 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
     full = vol.shape[1:]
     weight = gaussian_importance_map(tuple(roi_size), sigma_scale)
     w_dev, w_acc = weight.to(device), weight.to(acc_dev)  # moved once, not once per window
-    starts = list(itertools.product(*[_starts(s, r, overlap) for s, r in zip(full, roi_size)]))
+    starts = list(itertools.product(*[window_starts(s, r, overlap) for s, r in zip(full, roi_size)]))
     acc: torch.Tensor | None = None
     norm = torch.zeros(full, dtype=torch.float32, device=acc_dev)
     for i in range(0, len(starts), sw_batch_size):

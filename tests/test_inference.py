@@ -9,10 +9,10 @@ from torch import nn
 
 from ctseg_lib.inference import (
     _context_indices,
-    _starts,
     gaussian_importance_map,
     predict_volume,
     sliding_window_inference,
+    window_starts,
 )
 
 
@@ -85,9 +85,9 @@ def test_gaussian_map():
 
 
 def test_window_starts():
-    assert _starts(10, 4, 0.5) == [0, 2, 4, 6]
-    assert _starts(11, 4, 0.5) == [0, 2, 4, 5, 7]
-    assert _starts(3, 4, 0.5) == [0] and _starts(4, 4, 0.0) == [0]
+    assert window_starts(10, 4, 0.5) == [0, 2, 4, 6]
+    assert window_starts(11, 4, 0.5) == [0, 2, 4, 5, 7]
+    assert window_starts(3, 4, 0.5) == [0] and window_starts(4, 4, 0.0) == [0]
 
 
 @pytest.mark.parametrize("shape", [(20, 17, 11), (5, 6, 3), (8, 8, 8)])
