@@ -134,3 +134,10 @@ def test_run_writes_json_and_prints_one_table(monkeypatch, tmp_path, capsys):
     assert out.count("| benchmark |") == 1 and "| fake | s | 1 | 2 | 2.00 | ok |" in out
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["results"][0]["ratio"] == 2.0 and saved["info"]["quick"] is True
+
+
+def test_layout_tiny_agrees():
+    import bench_layout
+
+    r = bench_layout.run(threads=1, repeats=1, shape=(32, 24, 4))
+    assert r["max_abs_diff"] <= 1e-4 and r["nchw_s"] > 0 and r["nhwc_s"] > 0
