@@ -4,10 +4,10 @@
     python tools/execute_book.py --jobs 1   # one chapter at a time, every core for it
 
 Why: jupyter-book (myst-nb) executes chapters one after the other.  Much of a chapter is
-single-threaded Python — NIfTI I/O, metrics, distance transforms, plotting, starting a kernel —
-and even the training of the book's small U-Nets gains little from a second torch thread, so on
-the 2-core build machine two chapters with one thread each finish sooner than one chapter with
-two threads (measured numbers: ``benchmarks/book_times.json``).
+single-threaded Python — NIfTI I/O, metrics, distance transforms, plotting, starting a kernel — so
+one chapter never keeps two cores busy: a second torch thread makes its training ~1.5× faster and
+the rest not at all.  Two chapters at a time with one thread each do keep both cores busy: on the
+2-core build machine all chapters took 620 s instead of 1,037 s (``benchmarks/book_times.json``).
 
 How: each notebook is executed exactly as myst-nb's ``execute_notebooks: cache`` mode does it
 (``jupyter_cache.executors.utils.single_nb_execution``, kernel working directory = the chapter's
