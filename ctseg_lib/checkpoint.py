@@ -140,7 +140,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CTSegError(f"weights do not match the configured model ({str(e).splitlines()[0]})", path) from None
-    # 2D nets in channels_last (NHWC), as in training: ~1.5x faster 2D inference on CPU (predict_volume
-    # also sends its slices as NHWC; benchmarks/README.md).  Same weights, same outputs.
+    # 2D nets in channels_last (NHWC), as in training: ~1.6x faster 2D inference on CPU (predict_volume
+    # also sends its slices as NHWC; benchmarks/bench_layout.py).  Same weights, same outputs.
     fmt = torch.channels_last if cfg.model.spatial_dims == 2 else torch.contiguous_format
     return model.to(device, memory_format=fmt).eval(), cfg, meta

@@ -93,7 +93,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, 
         x = x.permute(2, 3, 0, 1).contiguous().to(device)                # (B, 2k+1, X, Y)
         x, (sx, sy) = _pad_to(x, divisor)
         # NHWC: the layout oneDNN's CPU convolutions prefer; fastest when the model is channels_last too
-        # (load_model and train() do that) — 1.5x at 2 threads, 1.7x at 1 (benchmarks/README.md).
+        # (load_model and train() do that): ~1.6x with 1 or 2 threads (benchmarks/bench_layout.py).
         x = x.contiguous(memory_format=torch.channels_last)
         p = _softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()      # (B, C, X, Y)
         if return_probs:
