@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ..errors import CTSegError
 
-COMMANDS = ("synth", "info", "download", "preprocess", "train", "predict", "evaluate", "view")
+COMMANDS = ("synth", "info", "download", "convert", "preprocess", "train", "predict", "evaluate", "view")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """``ctseg predict``: segment CT volumes with a trained checkpoint.
 
-``--input`` may be one NIfTI file, a folder of NIfTI files, or an MSD task folder (then its
+``--input`` may be one NIfTI file, a DICOM series folder (``--series UID`` if it holds several;
+the prediction is written as NIfTI on the series' grid), a folder of NIfTI files, or an MSD task folder (then its
 ``imagesTs`` test images, or with ``--split test|val|train`` the cases of the training run's own
 split, read from the checkpoint).  Each prediction is written as ``OUT/<case_id>.nii.gz`` on the
 source image's grid and orientation, so it overlays the source in any viewer.  Nothing is ever
@@ -17,7 +18,9 @@ HELP = "predict label maps for CT volumes with a trained checkpoint"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="e.g. runs/liver/best.pt")
-    p.add_argument("--input", required=True, type=Path, help="NIfTI file, folder of NIfTI files, or MSD folder")
+    p.add_argument("--input", required=True, type=Path,
+                   help="NIfTI file, DICOM series folder, folder of NIfTI files, or MSD folder")
+    p.add_argument("--series", default=None, metavar="UID", help="DICOM input: the SeriesInstanceUID to segment")
     p.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="MSD input: predict these cases of the checkpoint's split instead of imagesTs")
@@ -28,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inputs(inp: Path, split: str | None, meta: dict) -> list[Path]:
+    from ..data.dicom import is_dicom_folder
     from ..data.msd import MSDDataset
     from ..errors import CTSegError
 
@@ -50,14 +54,15 @@ def _inputs(inp: Path, split: str | None, meta: dict) -> list[Path]:
     files = sorted(f for f in inp.iterdir() if not f.name.startswith("._")
                    and (f.name.endswith(".nii.gz") or f.name.endswith(".nii")))
     if not files:
-        raise CTSegError("no .nii/.nii.gz files in folder", inp)
+        if is_dicom_folder(inp):
+            return [inp]  # one DICOM series
+        raise CTSegError("no .nii/.nii.gz files nor DICOM files in folder", inp)
     return files
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..data.msd import case_id
-    from ..data.nifti import load_nifti
+    from ..data.dicom import image_id, load_image
     from ..distributed import select_device
     from ..errors import CTSegError
     from ..inference import predict_case, save_prediction
@@ -76,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if args.input.is_dir():  # a single-file input is protected by save_prediction's same-path check
         ensure_not_inside(args.out, args.input, "predictions")
     files = _inputs(args.input, args.split, meta)
+    if args.series is not None and files != [args.input]:
+        raise CTSegError("--series needs a DICOM series folder as --input", args.input)
     for f in files:
-        vol = load_nifti(f, "image")
+        vol = load_image(f, args.series)
         labels = predict_case(model, cfg, meta, vol, tta=args.tta, device=device)
         labels, report = apply_postprocessing(labels, steps, names)
-        out = save_prediction(args.out / f"{case_id(f)}.nii.gz", labels, vol)
+        out = save_prediction(args.out / f"{image_id(f)}.nii.gz", labels, vol)
         if not args.quiet:
             removed = {s: r["removed_voxels"] for s, r in report.items() if r["removed_voxels"]}
             print(f"{f.name} -> {out}" + (f"  (postprocessing removed {removed})" if removed else ""))

@@ -10,7 +10,8 @@ HELP = "write a standalone HTML slice viewer (works offline, no kernel) for an i
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", type=Path, help="CT image (.nii / .nii.gz)")
+    p.add_argument("image", type=Path, help="CT image (.nii / .nii.gz) or a DICOM series folder")
+    p.add_argument("--series", default=None, metavar="UID", help="DICOM folder: the SeriesInstanceUID to show")
     p.add_argument("--label", type=Path, help="ground-truth label map on the same grid")
     p.add_argument("--pred", type=Path, action="append", default=[],
                    help="prediction label map on the same grid (repeatable; shown as its file name)")
@@ -42,11 +43,12 @@ def _label_names(path: Path) -> dict[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.dicom import load_image
     from ..data.msd import check_same_grid
     from ..data.nifti import load_nifti
     from ..viz.viewer import SliceViewer
 
-    img = load_nifti(args.image, "image")
+    img = load_image(args.image, args.series)
     label = None
     if args.label:
         lab = load_nifti(args.label, "label")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     names = _label_names(args.labels) if args.labels else None
     viewer = SliceViewer(img.array, img.spacing, label=label, pred=preds or None, labels=names,
                          window=args.window, max_slices=args.max_slices, max_size=args.max_size,
-                         mode=args.mode, title=args.title or args.image.name, affine=img.affine)
+                         mode=args.mode, title=args.title or args.image.resolve().name, affine=img.affine)
     viewer.save(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
