@@ -41,8 +41,20 @@ def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
     return out.scatter_(1, target.unsqueeze(1), 1)
 
 
-def _overlap(probs: torch.Tensor, onehot: torch.Tensor, batch: bool, square: bool):
-    """Soft TP, FP, FN summed over space (and the batch when ``batch``): shapes ``(C,)`` or ``(N, C)``."""
+def soft_overlap(probs: torch.Tensor, onehot: torch.Tensor, batch: bool = False, square: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft TP, FP, FN of probabilities against a one-hot target, summed over space.
+
+    Args:
+        probs: softmax probabilities, float ``(N, C, *spatial)``.
+        onehot: the target one-hot encoded, same shape and dtype (see :func:`one_hot`).
+        batch: also sum over the batch (nnU-Net "batch Dice").
+        square: V-Net form (Milletari et al. 2016): ``tp + fp`` becomes ``Σp²`` (and ``tp + fn`` stays
+            ``Σy = Σy²``), so that ``2·tp + fp + fn = Σp² + Σy²``, the V-Net denominator.
+
+    Returns:
+        ``(tp, fp, fn)``, each ``(C,)`` when ``batch`` else ``(N, C)``.
+    """
     axes = [0, *range(2, probs.dim())] if batch else list(range(2, probs.dim()))
     tp = (probs * onehot).sum(axes)
     if square:  # Milletari's V-Net variant: denominators sum p² + y²
@@ -72,7 +84,7 @@ class SoftDiceLoss(nn.Module):
         """Soft Dice ``(C',)`` or ``(N, C')`` (C' = C, or C-1 without background)."""
         target = _prepare(logits, target)
         probs = torch.softmax(logits, 1)
-        tp, fp, fn = _overlap(probs, one_hot(target, logits.shape[1], probs.dtype), self.batch_dice, self.square)
+        tp, fp, fn = soft_overlap(probs, one_hot(target, logits.shape[1], probs.dtype), self.batch_dice, self.square)
         if self.square:  # fp/fn are not meaningful here; denominator is Σp² + Σy²
             denom = (fp + tp) + (fn + tp)
         else:
@@ -161,7 +173,7 @@ class TverskyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _prepare(logits, target)
         probs = torch.softmax(logits, 1)
-        tp, fp, fn = _overlap(probs, one_hot(target, logits.shape[1], probs.dtype), self.batch_dice, False)
+        tp, fp, fn = soft_overlap(probs, one_hot(target, logits.shape[1], probs.dtype), self.batch_dice, False)
         ti = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth).clamp_min(1e-8)
         if not self.include_background:
             ti = ti[..., 1:]

@@ -135,3 +135,16 @@ def test_bad_inputs():
         SoftDiceLoss()(torch.randn(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
     with pytest.raises(ValueError):
         FocalLoss(alpha=[0.5, 0.5])(torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_soft_overlap_plain_and_vnet_square_forms():
+    """The public soft_overlap (shown in chapter 5): 2tp+fp+fn is Σp+Σy, or Σp²+Σy² in the V-Net form."""
+    from ctseg_lib.losses import one_hot, soft_overlap
+
+    probs = torch.tensor([[[0.8, 0.6, 0.1]], [[0.2, 0.4, 0.9]]]).permute(1, 0, 2)  # (N=1, C=2, 3)
+    y = one_hot(torch.tensor([[0, 0, 1]]), 2)
+    tp, fp, fn = soft_overlap(probs, y)
+    assert torch.allclose(tp, torch.tensor([[1.4, 0.9]])) and torch.allclose(fp, torch.tensor([[0.1, 0.6]]))
+    assert torch.allclose(2 * tp + fp + fn, probs.sum(2) + y.sum(2))
+    tp, fp, fn = soft_overlap(probs, y, square=True)
+    assert torch.allclose(2 * tp + fp + fn, (probs ** 2).sum(2) + y.sum(2))

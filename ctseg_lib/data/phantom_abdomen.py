@@ -136,11 +136,14 @@ def _liver(cv: Canvas, g: Grid, rng, ac: float, bc: float, zd: np.ndarray, hu: f
         gsl, q = ellipsoid(g, gc, (15, 20, 35), angle=0.6)
         if gsl is not None:
             cv.paint(gsl, q <= 1, rng.uniform(0, 20))
-    _tumours(cv, g, rng, sl, hu)
+    draw_tumours(cv, g, rng, sl, hu)
 
 
-def _tumours(cv: Canvas, g: Grid, rng, sl, liver_hu: float) -> None:
-    """0-6 lobulated hypodense lesions (8-60 mm across), some with an enhancing rim; label 2 ⊂ liver.
+def draw_tumours(cv: Canvas, g: Grid, rng: np.random.Generator, sl: tuple[slice, ...], liver_hu: float) -> None:
+    """Paint 0-6 lobulated hypodense lesions (8-60 mm across), some with an enhancing rim; label 2 ⊂ liver.
+
+    ``cv`` is the canvas (HU float, label uint8, both ``(X, Y, Z)``) whose label 1 inside the box ``sl``
+    is the liver; ``g`` its grid (mm coordinates); ``liver_hu`` the parenchyma HU. Painted in place.
 
     Sizes are log-uniform in radius (4-30 mm): sub-centimetre lesions, frequent in LiTS, are left
     out because a CPU-sized model at ~2 mm pixels cannot resolve them in a few minutes of training.
