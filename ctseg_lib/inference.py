@@ -32,8 +32,12 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, list | tuple) else out  # deep supervision: full-res first
 
 
-def _softmax_tta(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Softmax probabilities ``(N, C, *S)``; with ``tta`` averaged over every subset of flipped axes."""
+def softmax_tta(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Softmax probabilities ``(N, C, *S)`` float32 of a batch ``x`` ``(N, in_channels, *S)``.
+
+    With ``tta`` the probabilities are averaged over every subset of flipped spatial axes (each
+    prediction flipped back): 4 passes for 2D, 8 for 3D (nnU-Net's mirroring test-time augmentation).
+    """
     dims = list(range(2, x.ndim))
     subsets = [()] if not tta else [s for r in range(len(dims) + 1) for s in itertools.combinations(dims, r)]
     acc = None
@@ -95,7 +99,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, 
         # NHWC: the layout oneDNN's CPU convolutions prefer; fastest when the model is channels_last too
         # (load_model and train() do that): ~1.6x with 1 or 2 threads (benchmarks/bench_layout.py).
         x = x.contiguous(memory_format=torch.channels_last)
-        p = _softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()      # (B, C, X, Y)
+        p = softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()      # (B, C, X, Y)
         if return_probs:
             if probs is None:
                 probs = np.zeros((p.shape[1], *vol.shape), dtype=np.float32)
@@ -170,7 +174,7 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
         batch = starts[i:i + sw_batch_size]
         sl = [tuple(slice(a, a + r) for a, r in zip(st, roi_size)) for st in batch]
         x = torch.stack([vol[(slice(None), *s)] for s in sl]).to(device)
-        p = _softmax_tta(model, x, tta_flips).mul_(w_dev).to(acc_dev)
+        p = softmax_tta(model, x, tta_flips).mul_(w_dev).to(acc_dev)
         if acc is None:
             acc = torch.zeros((p.shape[1], *full), dtype=torch.float32, device=acc_dev)
         for j, s in enumerate(sl):

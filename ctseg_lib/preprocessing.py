@@ -272,7 +272,13 @@ def slice_major(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 2, 0)), 0, 2)
 
 
-def _normalize(hu: np.ndarray, params: PreprocessParams, normalizer: CTNormalizer | None) -> np.ndarray:
+def normalize_intensity(hu: np.ndarray, params: PreprocessParams, normalizer: CTNormalizer | None) -> np.ndarray:
+    """HU ``(X, Y, Z)`` → float32 network input, as ``params.normalization`` says.
+
+    ``window``: clip to the window and scale to [0, 1]; ``nnunet``/``ct``: the fitted ``normalizer``
+    (clip to foreground percentiles, z-score); ``minmax``: the per-volume pitfall (chapter 10), kept
+    to measure it. Raises ``CTSegError`` when ``nnunet`` normalisation has no normalizer.
+    """
     mode, win = params.intensity_mode()
     if mode == "window":
         return window(hu, win)  # type: ignore[arg-type]
@@ -292,7 +298,7 @@ def preprocess_case(image: Volume, label: Volume | None, params: PreprocessParam
         raise CTSegError(f"label shape {label.array.shape} differs from image shape {hu.shape}", label.path)
     box = body_bbox(hu, params.body_threshold, params.body_margin) if params.crop_to_body else \
         tuple(slice(0, s) for s in hu.shape)
-    img = _normalize(hu[box], params, normalizer)
+    img = normalize_intensity(hu[box], params, normalizer)
     cropped = img.shape
     out_shape = list(target_shape(cropped, image.spacing, params.target_spacing)
                      if params.target_spacing else cropped)
