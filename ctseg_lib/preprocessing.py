@@ -32,7 +32,7 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from .data.nifti import Volume
+from .data.nifti import FOV_PADDING_HU, Volume
 from .errors import CTSegError
 
 #: Radiological display windows as (level, width) in HU, the one table used by preprocessing, the
@@ -47,6 +47,18 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "mediastinum": (50.0, 350.0),
     "bone": (400.0, 1800.0),
 }
+
+
+# Scanner field-of-view padding (FOV_PADDING_HU = -1024, from data.nifti): outside the reconstructed
+# circle many scanners store -2048 or -3024 (the MSD liver_0 sample has 4.2 M such voxels).  Nothing in
+# a patient is below air (-1000 HU), so every value below it is treated as air: windowing clamps it
+# (else a window reaching below -1024, like lung, draws the circle), CTNormalizer.fit ignores it,
+# min/max normalisation does not take it as the minimum, and body_bbox's -500 HU threshold leaves it out.
+
+
+def is_fov_padding(hu: np.ndarray) -> np.ndarray:
+    """Boolean mask of voxels below :data:`FOV_PADDING_HU` (outside the scanned field of view)."""
+    return np.asarray(hu) < FOV_PADDING_HU
 
 
 def parse_window(preset: str | tuple[float, float] | list[float]) -> tuple[float, float]:
@@ -70,9 +82,14 @@ def parse_window(preset: str | tuple[float, float] | list[float]) -> tuple[float
 
 
 def window(hu: np.ndarray, preset: str | tuple[float, float]) -> np.ndarray:
-    """Clip HU to ``[level - width/2, level + width/2]`` and scale to float32 ``[0, 1]``."""
+    """Clip HU to ``[level - width/2, level + width/2]`` and scale to float32 ``[0, 1]``.
+
+    FOV padding (< :data:`FOV_PADDING_HU`) maps to the value of air (-1024 HU), also for windows
+    that reach below it.
+    """
     level, width = parse_window(preset)
-    out = (np.asarray(hu, dtype=np.float32) - np.float32(level - width / 2)) / np.float32(width)
+    out = np.maximum(np.asarray(hu, dtype=np.float32), np.float32(FOV_PADDING_HU))
+    out = (out - np.float32(level - width / 2)) / np.float32(width)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -92,11 +109,15 @@ class CTNormalizer:
 
     @classmethod
     def fit(cls, images, labels, samples_per_case: int = 10000, seed: int = 0) -> CTNormalizer:
-        """Fit from iterables of HU arrays and label arrays (same shapes), ≤ ``samples_per_case`` each."""
+        """Fit from iterables of HU arrays and label arrays (same shapes), ≤ ``samples_per_case`` each.
+
+        FOV padding (< :data:`FOV_PADDING_HU`) under a label is ignored: it is not tissue.
+        """
         rng = np.random.default_rng(seed)
         pooled = []
         for img, lab in zip(images, labels, strict=True):
-            fg = np.asarray(img)[np.asarray(lab) > 0]
+            img = np.asarray(img)
+            fg = img[(np.asarray(lab) > 0) & (img >= FOV_PADDING_HU)]
             if fg.size > samples_per_case:
                 fg = rng.choice(fg, samples_per_case, replace=False)
             pooled.append(fg.astype(np.float64))
@@ -161,7 +182,8 @@ def body_bbox(hu: np.ndarray, threshold: float = -500, margin: int = 2) -> tuple
     """Bounding box of the largest connected component above ``threshold`` HU (the body).
 
     Air is ~-1000 HU and soft tissue > -100; the largest component drops the CT table and noise
-    specks, which are usually not connected to the patient.  ``margin`` voxels are added on
+    specks, which are usually not connected to the patient.  FOV padding (-2048, -3024) is below the
+    threshold, so it is outside the body too.  ``margin`` voxels are added on
     every side.  An all-air volume gives the full extent.  Volumes above ~2 M voxels are labelled
     on an in-plane subsampled grid (stride s: 512×512×200 → s=5, 1.8 s → ~0.1 s CPU) and the box
     is widened by s voxels, so it may be up to s voxels looser, never tighter.
@@ -286,8 +308,9 @@ def normalize_intensity(hu: np.ndarray, params: PreprocessParams, normalizer: CT
         if normalizer is None:
             raise CTSegError("normalization 'nnunet' needs a CTNormalizer fitted on the training cases")
         return normalizer(hu)
-    lo, hi = float(hu.min()), float(hu.max())  # minmax: the per-volume pitfall, on purpose
-    return ((hu.astype(np.float32) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+    # minmax: the per-volume pitfall, on purpose, but FOV padding is not taken as the minimum
+    lo, hi = max(float(hu.min()), FOV_PADDING_HU), float(hu.max())
+    return ((np.maximum(hu.astype(np.float32), np.float32(lo)) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
 
 
 def preprocess_case(image: Volume, label: Volume | None, params: PreprocessParams,

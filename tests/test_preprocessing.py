@@ -57,9 +57,11 @@ def test_window_tuple_and_string_forms_agree():
         a, b, c = window(hu, name), window(hu, (level, width)), window(hu, f"{level},{width}")
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
-        assert a.min() == 0.0 and a.max() == 1.0
-    # lung: level -600, width 1500 -> -600 HU is mid-grey, -1350 black, 150 white
-    np.testing.assert_allclose(window(np.array([-600.0, -1350.0, 150.0]), "lung"), [0.5, 0, 1], atol=1e-6)
+        assert a.min() == window(np.array([-1024.0]), name)[0] and a.max() == 1.0
+    # lung: level -600, width 1500 -> -600 HU is mid-grey, 150 white; values below -1024 HU (scanner FOV
+    # padding, issue 18) count as air (-1024), so the window's lower end -1350 HU is never reached
+    np.testing.assert_allclose(window(np.array([-600.0, -1350.0, 150.0, -1024.0]), "lung"),
+                               [0.5, 326 / 1500, 1, 326 / 1500], atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", ["abdomenn", "40", "a,b", (40,), (40, 0), (40, -5)])

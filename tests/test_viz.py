@@ -55,7 +55,9 @@ def unpack(blob: dict) -> np.ndarray:
 def test_window_presets_grey_levels():
     assert window_to_grey(np.array([-1000, -160, 40, 240, 3000]), "abdomen").tolist() == [0, 0, 128, 255, 255]
     assert window_to_grey(np.array([-20, 60, 140]), "liver").tolist() == [0, 128, 255]
-    assert window_to_grey(np.array([-1350, -600, 150]), "lung").tolist() == [0, 128, 255]
+    # lung L-600/W1500: -1350 HU would be black, but nothing real is below air; values < -1024 HU are FOV
+    # padding shown as air (-1024 -> 326/1500*255 = 55.4), issue 18
+    assert window_to_grey(np.array([-1350, -1024, -600, 150]), "lung").tolist() == [55, 55, 128, 255]
     assert window_to_grey(np.array([-60.0]), (40, 400)).tolist() == [64]  # 100/400*255 = 63.75
     with pytest.raises(CTSegError, match="unknown window"):
         window_to_grey(np.zeros(2), "brain2")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,49 @@ import numpy as np
 
 from ..errors import CTSegError
 from ..io import atomic_path
+
+#: Scanner field-of-view padding: values below this (-2048, -3024 outside the scanned circle) are not
+#: tissue nor air; windowing, normalisation, cropping, statistics and viewers treat them as air.
+FOV_PADDING_HU = -1024.0
+#: Largest |cosine| between two affine axes still called orthogonal (float rounding in headers).
+ORTHO_TOL = 1e-3
+#: Axes rotated more than this (degrees) from the nearest world axis make a volume "oblique".
+OBLIQUE_DEG = 1.0
+
+
+class GeometryWarning(UserWarning):
+    """A volume's header geometry is suspicious (identity affine, oblique axes) but usable."""
+
+
+def geometry_issues(affine: np.ndarray) -> list[str]:
+    """Human-readable problems of a voxel→world ``affine`` (4×4, mm); empty when it looks like a scan.
+
+    * identity affine: the file stores no geometry (MSD Task03 volumes 28–47): spacing reads
+      1 × 1 × 1 mm and the orientation RAS, whatever the scan really was;
+    * oblique: the voxel axes are rotated from the patient axes by more than :data:`OBLIQUE_DEG`.
+      Such volumes are kept on their own grid (voxel spacing and the saved predictions stay exact;
+      "axial" means the stored slice direction), not resampled.
+    Non-orthogonal (sheared) axes are refused by :func:`load_nifti` instead.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    out = []
+    if np.allclose(a, np.eye(4)):
+        out.append("identity affine: the file stores no geometry, so spacing reads 1 x 1 x 1 mm and the "
+                   "orientation RAS (check the spacing with the data's source)")
+        return out
+    angle = obliquity_deg(a)
+    if angle > OBLIQUE_DEG:
+        out.append(f"oblique axes (rotated up to {angle:.1f} degrees from the patient axes); kept on the "
+                   "stored grid, slices are along the stored third axis")
+    return out
+
+
+def obliquity_deg(affine: np.ndarray) -> float:
+    """Largest angle (degrees) between a voxel axis of ``affine`` and its nearest world axis."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    cols = m / np.linalg.norm(m, axis=0)
+    return float(np.degrees(np.arccos(np.clip(np.abs(cols).max(axis=0).min(), -1.0, 1.0))))
+
 
 #: Refuse headers that would need more voxels than this (≈ 2 GiB of float32): a corrupt or hostile
 #: header can claim terabytes, and nibabel would try to allocate it.
@@ -110,6 +154,13 @@ def _check_header(img: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
     steps = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))  # the spacing load_nifti reports
     if np.any(steps > 100) or np.any(steps < 1e-3):
         raise CTSegError(f"absurd voxel spacing in the affine {tuple(steps.round(6).tolist())} mm", path)
+    cols = aff[:3, :3] / steps
+    cos = np.abs(cols.T @ cols - np.eye(3)).max()
+    if cos > ORTHO_TOL:
+        off = 90.0 - float(np.degrees(np.arccos(min(float(cos), 1.0))))
+        raise CTSegError(f"non-orthogonal (sheared) affine: voxel axes {off:.1f} degrees off square (e.g. a "
+                         "gantry tilt stored as shear); resample it to a rectangular grid first (dcm2niix, Slicer)",
+                         path)
     return shape  # type: ignore[return-value]
 
 
@@ -144,6 +195,7 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
     img = _read_image(path)
     shape = _check_header(img, path)
     original_affine = img.affine.copy()
+    _warn_geometry(path, original_affine)
     try:
         canon = nib.as_closest_canonical(img)
         data = np.asanyarray(canon.dataobj)
@@ -170,6 +222,22 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
         original_shape=shape,
         path=path,
     )
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_geometry(path: Path, affine: np.ndarray) -> None:
+    """A :class:`GeometryWarning` per file and issue, once per process (image and label alike).
+
+    Kept in our own set: Python's "once per message" registry is reset whenever warning filters
+    change (pytest, notebooks, ``catch_warnings``), so a file loaded again would warn again.
+    """
+    for issue in geometry_issues(affine):
+        key = (str(path.resolve()), issue.split(":")[0])
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"{path}: {issue}", GeometryWarning, stacklevel=3)
 
 
 def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:

@@ -9,6 +9,7 @@ in Hounsfield units).  Cases are loaded one at a time through :class:`~.msd.MSDD
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .msd import MSDDataset
+from .nifti import FOV_PADDING_HU, GeometryWarning, Volume, geometry_issues
 
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
@@ -32,7 +34,9 @@ def dataset_summary(root: str | Path, max_cases: int | None = None) -> dict:
     Returns a JSON-ready dict: ``name``, ``num_training``, ``num_test``, ``cases_summarised``,
     ``shape``/``spacing`` ``{"min", "max"}`` (voxels / mm, canonical RAS axes), ``orientations``
     ``{"RAS": n, ...}`` (as stored), ``labels`` ``{name: {voxel_fraction, hu_mean, hu_std,
-    slice_fraction, cases_present}}`` and ``tissue`` ``{air_hu_mean, body_hu_mean, body_fraction}``.
+    slice_fraction, cases_present}}``, ``tissue`` ``{air_hu_mean, body_hu_mean, body_fraction,
+    fov_padding_voxels}`` (padding below -1024 HU excluded from air) and ``geometry_issues``
+    ``{case_id: [problem, ...]}`` (identity or oblique affines, see :func:`.nifti.geometry_issues`).
     """
     ds = MSDDataset(root)
     cases = ds.cases[: max_cases] if max_cases is not None else ds.cases
@@ -41,9 +45,15 @@ def dataset_summary(root: str | Path, max_cases: int | None = None) -> dict:
     slices = {v: 0 for v in ds.labels}
     present = {v: 0 for v in ds.labels}
     n_slices = 0
-    tissue = np.zeros(4)  # air count, air HU sum, body count, body HU sum
+    tissue = np.zeros(5)  # air count, air HU sum, body count, body HU sum, FOV padding count
+    geometry: dict[str, list[str]] = {}
     for c in cases:
-        img, lab = ds.load_case(c.id)
+        with warnings.catch_warnings():  # listed in the summary instead
+            warnings.simplefilter("ignore", GeometryWarning)
+            img, lab = ds.load_case(c.id)
+        issues = geometry_issues(img.original_affine)
+        if issues:
+            geometry[c.id] = issues
         hu, lb = img.array.astype(np.float64), lab.array
         shapes.append(hu.shape)
         spacings.append(img.spacing)
@@ -58,7 +68,10 @@ def dataset_summary(root: str | Path, max_cases: int | None = None) -> dict:
                 slices[v] += int(m.any(axis=(0, 1)).sum())
                 present[v] += 1
         body = body_mask(img.array)
-        tissue += (np.count_nonzero(~body), hu[~body].sum(), np.count_nonzero(body), hu[body].sum())
+        pad = img.array < FOV_PADDING_HU
+        air = ~body & ~pad  # FOV padding is neither air nor body: it would drag the air mean to -2000
+        tissue += (np.count_nonzero(air), hu[air].sum(), np.count_nonzero(body), hu[body].sum(),
+                   np.count_nonzero(pad))
     total = sum(a[0] for a in acc.values())
     labels = {}
     for v, name in ds.labels.items():
@@ -83,7 +96,9 @@ def dataset_summary(root: str | Path, max_cases: int | None = None) -> dict:
             "air_hu_mean": round(tissue[1] / tissue[0], 1) if tissue[0] else None,
             "body_hu_mean": round(tissue[3] / tissue[2], 1) if tissue[2] else None,
             "body_fraction": float(tissue[2] / (tissue[0] + tissue[2])) if tissue[0] + tissue[2] else 0.0,
+            "fov_padding_voxels": int(tissue[4]),
         },
+        "geometry_issues": geometry,
     }
 
 
@@ -110,4 +125,52 @@ def format_summary(s: dict) -> str:
     t = s["tissue"]
     lines.append(f"tissue check: air outside body {t['air_hu_mean']} HU, body {t['body_hu_mean']} HU "
                  f"({100 * t['body_fraction']:.1f}% of voxels)")
+    if t.get("fov_padding_voxels"):
+        lines.append(f"FOV padding (< -1024 HU, outside the scanned circle): {t['fov_padding_voxels']:,} voxels, "
+                     "treated as air")
+    lines += _format_geometry(s.get("geometry_issues", {}))
+    return "\n".join(lines)
+
+
+def _format_geometry(issues: dict[str, list[str]]) -> list[str]:
+    if not issues:
+        return []
+    out = [f"geometry issues in {len(issues)} case(s):"]
+    for cid, problems in issues.items():
+        out += [f"  {cid}: {p}" for p in problems]
+    return out
+
+
+def volume_summary(vol: Volume) -> dict:
+    """Summary of one volume (a NIfTI file or a DICOM series) for ``ctseg info FILE|DICOM_DIR``.
+
+    Returns a JSON-ready dict: ``path``, ``shape`` (voxels, canonical RAS), ``spacing`` (mm),
+    ``orientation`` (as stored), ``hu`` ``{min, max, mean}`` of voxels ≥ -1024 HU,
+    ``fov_padding_voxels``, ``body_fraction`` and ``geometry_issues`` (list of strings).
+    """
+    a = vol.array
+    pad = a < FOV_PADDING_HU
+    valid = a[~pad]
+    body = body_mask(a)
+    return {
+        "path": str(vol.path), "shape": [int(v) for v in a.shape], "spacing": [round(float(v), 4) for v in vol.spacing],
+        "orientation": vol.orientation,
+        "hu": None if not valid.size else {"min": float(valid.min()), "max": float(valid.max()),
+                                            "mean": round(float(valid.mean(dtype=np.float64)), 1)},
+        "fov_padding_voxels": int(pad.sum()), "body_fraction": float(body.mean()),
+        "geometry_issues": geometry_issues(vol.original_affine),
+    }
+
+
+def format_volume_summary(s: dict) -> str:
+    """Human-readable text of :func:`volume_summary`'s dict."""
+    lines = [s["path"],
+             f"shape (X,Y,Z) voxels: {s['shape']}   spacing (mm): {s['spacing']}   stored as {s['orientation']}"]
+    if s["hu"]:
+        lines.append(f"HU: min {s['hu']['min']:.0f}, max {s['hu']['max']:.0f}, mean {s['hu']['mean']}; "
+                     f"body {100 * s['body_fraction']:.1f}% of voxels")
+    if s["fov_padding_voxels"]:
+        lines.append(f"FOV padding (< -1024 HU, outside the scanned circle): {s['fov_padding_voxels']:,} voxels, "
+                     "treated as air")
+    lines += [f"geometry: {p}" for p in s["geometry_issues"]]
     return "\n".join(lines)

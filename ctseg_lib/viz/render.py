@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import CTSegError
-from ..preprocessing import WINDOWS, parse_window
+from ..preprocessing import FOV_PADDING_HU, WINDOWS, parse_window
 
 #: Display windows ``name: (level, width)`` in HU: the same table as preprocessing (one source of truth).
 DISPLAY_WINDOWS: dict[str, tuple[float, float]] = WINDOWS
@@ -45,7 +45,8 @@ def window_to_grey(hu: np.ndarray, window: str | tuple[float, float] = "abdomen"
     Example (abdomen, L40/W400): −160 HU → 0, 40 HU → 128 (127.5 rounded half-to-even), 240 HU → 255.
     """
     level, width = resolve_window(window)
-    x = (np.asarray(hu, dtype=np.float64) - (level - width / 2.0)) / width
+    # FOV padding (-2048, -3024 outside the scanned circle) is shown as air, also in wide windows.
+    x = (np.maximum(np.asarray(hu, dtype=np.float64), FOV_PADDING_HU) - (level - width / 2.0)) / width
     return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

@@ -175,7 +175,9 @@ class _Viewer:
         X, Y, Z = self.image.shape
         scale = min(1.0, size / max(X, Y))
         zs = choose_slices(Z, [np.asarray(v) > 0 for v in self.overlays.values()], self.max_slices)
-        sub = self.image[:, :, zs].astype(np.float64)
+        # FOV padding (< -1024) counts as air before averaging, else it darkens the border pixels it
+        # is averaged into (a dark ring at the scanned circle's edge).
+        sub = np.maximum(self.image[:, :, zs].astype(np.float64), HU_MIN)
         sub, xs = _box_mean(sub, 0, max(1, round(X * scale)))
         sub, ys = _box_mean(sub, 1, max(1, round(Y * scale)))
         return np.ascontiguousarray(sub.transpose(2, 1, 0)), xs, ys, zs
