@@ -178,27 +178,13 @@ class TrainConfig:
     def from_file(cls, path: str | Path) -> TrainConfig:
         """Load ``.yaml``/``.yml``/``.json``, or a shipped preset by name (``"liver_2d"``).
 
-        The presets live in the package (``ctseg_lib/configs``, also reachable as ``configs/`` in a
-        checkout), so they exist after ``pip install`` too — e.g. in Colab.
+        A file may start from another one with ``base: <preset name or path>`` and list only what
+        differs (nnU-Net's presets that extend presets): sections are merged key by key, the file's
+        own values win.  The presets live in the package (``ctseg_lib/configs``, also reachable as
+        ``configs/`` in a checkout), so they exist after ``pip install`` too — e.g. in Colab.
         """
-        path = Path(path)
-        if not path.is_file() and path.parent == Path(".") and (PRESETS / f"{path.stem}.yaml").is_file():
-            path = PRESETS / f"{path.stem}.yaml"
-        if not path.is_file():
-            raise CTSegError(f"config file not found (presets: {', '.join(list_presets())})", path)
-        text = path.read_text(encoding="utf-8")
-        try:
-            if path.suffix.lower() == ".json":
-                d = json.loads(text)
-            else:
-                import yaml
-
-                d = yaml.safe_load(text)  # safe_load: a config never constructs Python objects
-        except Exception as e:  # yaml.YAMLError / JSONDecodeError
-            raise CTSegError(f"cannot parse config ({type(e).__name__}: {e})", path) from None
-        if d is None:
-            d = {}
-        return cls.from_dict(d, source=path)
+        path = _resolve_config_path(path)
+        return cls.from_dict(load_config_dict(path), source=path)
 
     def with_changes(self, changes: dict[str, Any]) -> TrainConfig:
         """A validated copy with dotted keys changed: ``cfg.with_changes({"model.context": 1})``.
@@ -229,6 +215,65 @@ class TrainConfig:
 
             write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
+
+
+# -- files and presets that extend presets -------------------------------------------------------
+def _resolve_config_path(path: str | Path, relative_to: Path | None = None) -> Path:
+    """A config file path, or the shipped preset called ``path`` (``"liver_2d"``)."""
+    path = Path(path)
+    if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
+        path = relative_to / path
+    if not path.is_file() and path.parent == Path(".") and (PRESETS / f"{path.stem}.yaml").is_file():
+        path = PRESETS / f"{path.stem}.yaml"
+    if not path.is_file():
+        raise CTSegError(f"config file not found (presets: {', '.join(list_presets())})", path)
+    return path
+
+
+def _read_mapping(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            d = json.loads(text)
+        else:
+            import yaml
+
+            d = yaml.safe_load(text)  # safe_load: a config never constructs Python objects
+    except Exception as e:  # yaml.YAMLError / JSONDecodeError
+        raise CTSegError(f"cannot parse config ({type(e).__name__}: {e})", path) from None
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise CTSegError(f"config key '<top level>': expected a mapping, got {_tname(d)}", path)
+    return d
+
+
+def merge_configs(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied: nested sections merged key by key, other values replaced.
+
+    ``loss.kwargs`` and ``data.preprocess`` are merged too; write ``kwargs: {}`` ... to keep the
+    base's, or list every key you want.  Lists (sizes) are replaced whole.
+    """
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = merge_configs(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The config mapping of a file with its ``base:`` chain resolved (not yet validated)."""
+    path = _resolve_config_path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise CTSegError(f"config key 'base': presets extend each other in a loop ({chain})", path)
+    d = _read_mapping(path)
+    base = d.pop("base", None)
+    if base is None:
+        return d
+    if not isinstance(base, str):
+        raise CTSegError(f"config key 'base': expected a preset name or file path, got {_tname(base)}", path)
+    parent = load_config_dict(_resolve_config_path(base, relative_to=path.parent), (*_seen, path.resolve()))
+    return merge_configs(parent, d)
 
 
 # -- generic, type-hint driven validation --------------------------------------------------------
@@ -366,3 +411,17 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         cfg.data.preprocess_params()
     except CTSegError as e:
         raise _fail("data", str(e), source) from None
+    _validate_loss(cfg, source)
+
+
+def _validate_loss(cfg: TrainConfig, source: str | Path | None) -> None:
+    """The loss name exists and accepts ``loss.kwargs`` — checked when the config loads (by building
+    the loss once, a cheap module), not as a raw ``TypeError`` after minutes of preprocessing."""
+    from .losses import LOSSES
+
+    if cfg.loss.name not in LOSSES:
+        raise _fail("loss.name", f"unknown loss {cfg.loss.name!r}; choose from {sorted(LOSSES)}", source)
+    try:
+        LOSSES[cfg.loss.name](**cfg.loss.kwargs)
+    except (TypeError, ValueError, CTSegError) as e:
+        raise _fail("loss.kwargs", f"not valid for loss {cfg.loss.name!r}: {e}", source) from None

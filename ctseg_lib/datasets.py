@@ -91,20 +91,30 @@ def _check_split(split: object, path: str | Path) -> None:
 
 
 # -- 2.5D stacks -------------------------------------------------------------------------------
+def context_indices(num_slices: int, zs: Sequence[int] | np.ndarray, context: int) -> np.ndarray:
+    """The slices a 2.5D network sees for each centre slice: int ``(len(zs), 2*context + 1)``.
+
+    Row ``j`` is ``zs[j] - context .. zs[j] + context`` clamped to ``[0, num_slices - 1]``: at the
+    volume's ends the border slice is repeated (edge replication, like ``np.pad(mode="edge")``) —
+    zero slices would look like a sharp edge of air that never occurs inside a body.  The one
+    place that defines 2.5D neighbours: training (:class:`SliceDataset`), inference
+    (:func:`ctseg_lib.inference.predict_volume`) and :func:`stack_25d` all use it.
+    """
+    zs = np.asarray(zs, dtype=np.int64).reshape(-1)
+    return np.clip(zs[:, None] + np.arange(-context, context + 1)[None, :], 0, num_slices - 1)
+
+
 def stack_25d(volume: np.ndarray, z: int, k: int) -> np.ndarray:
     """``k`` axial slices centred on ``z`` as channels: ``(X, Y, Z)`` → float32 ``(k, X, Y)``.
 
-    Channel ``j`` is slice ``z - k//2 + j``.  At the volume's ends the missing neighbours are the
-    border slice repeated (edge replication, like ``np.pad(mode="edge")``): zero slices would look
-    like a sharp edge of air that never occurs inside a body.
+    Channel ``j`` is slice ``z - k//2 + j``, clamped at the ends (:func:`context_indices`).
     """
     if k < 1 or k % 2 == 0:
         raise CTSegError(f"2.5D stack size k must be odd and >= 1, got {k}")
     n = volume.shape[2]
     if not 0 <= z < n:
         raise CTSegError(f"slice index {z} outside the volume's {n} slices")
-    idx = np.clip(np.arange(z - k // 2, z + k // 2 + 1), 0, n - 1)
-    return np.asarray(np.moveaxis(volume, 2, 0)[idx], dtype=np.float32)
+    return np.asarray(np.moveaxis(volume, 2, 0)[context_indices(n, [z], k // 2)[0]], dtype=np.float32)
 
 
 def slices_of_case(p: Preprocessed, context: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -114,8 +124,7 @@ def slices_of_case(p: Preprocessed, context: int = 0, start: int = 0, stop: int 
     """
     n = p.image.shape[2]
     zs = np.arange(start, n if stop is None else min(stop, n))
-    idx = np.clip(zs[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
-    return np.asarray(np.moveaxis(p.image, 2, 0)[idx], dtype=np.float32)
+    return np.asarray(np.moveaxis(p.image, 2, 0)[context_indices(n, zs, context)], dtype=np.float32)
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -135,29 +144,52 @@ def _fg_classes(cases: Sequence[Preprocessed], fg_classes: Sequence[int] | None)
     return sorted(present - {0})
 
 
+def _fill_value(case: Preprocessed) -> float:
+    """Padding value for a crop that leaves the volume: the case's minimum (air / outside the body)."""
+    return float(case.meta.get("image_min", np.min(case.image)))
+
+
 # -- 2D / 2.5D slices --------------------------------------------------------------------------
 class SliceDataset(Dataset):
-    """Axial slices of preprocessed cases for 2D / 2.5D U-Nets.
+    """Axial slices (or in-plane patches of them) of preprocessed cases for 2D / 2.5D U-Nets.
+
+    The sampling rules, the same for chapter 3 and for :func:`ctseg_lib.training.train`:
+
+    * **empty slices** (no label > 0 at all) are downsampled: each epoch keeps a fresh random
+      ``negative_keep`` share of them (the original project's negative-slice downsampling; most CT
+      slices show no liver, let alone tumour).  A slice with liver but no tumour is *not* empty:
+      the network must see liver without tumour to learn not to call every liver a tumour.
+    * **foreground oversampling** (Isensee et al. 2021, nnU-Net): with probability ``fg_fraction``
+      an item is forced to show foreground: a class is drawn uniformly from the ``fg_classes``
+      present, then a slice containing it; with ``patch_size`` the patch is centred near a random
+      voxel of that class (a random offset of up to a quarter patch, so the lesion is not always
+      in the middle).  Otherwise the slice is drawn from the epoch's pool and the patch position
+      is uniform.
 
     Args:
         cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
         context: neighbours on each side; items have ``2*context + 1`` channels (0 = plain 2D),
             same meaning as ``ModelConfig.context``.
-        fg_fraction: share of items forced to show foreground: a class is drawn uniformly from the
-            ``fg_classes`` present, then a slice containing it (nnU-Net uses 0.33).
-        negative_keep: share of slices without any ``fg_classes`` voxel kept each epoch (a fresh
-            random subset per epoch); the original project's negative-slice downsampling.
-        samples_per_epoch: length of an epoch; None = number of slices in the epoch's pool.
-        fg_classes: label values that count as foreground (default: all non-zero present), e.g.
-            ``[2]`` to oversample liver tumour rather than liver.
+        fg_fraction: share of items forced to show a ``fg_classes`` voxel (nnU-Net uses 0.33).
+        negative_keep: share of empty slices kept each epoch.
+        samples_per_epoch: length of an epoch; items then draw their slice at random from the pool
+            (with replacement).  None = one pass over the epoch's pool.
+        seed: item ``i`` of epoch ``e`` depends only on ``(seed, e, i)``; call :meth:`set_epoch`.
+        fg_classes: label values that count as foreground for oversampling (default: all non-zero
+            present), e.g. ``[2]`` to oversample liver tumour rather than liver.
+        patch_size: ``(px, py)`` in-plane patch in voxels, or None for whole slices.  Parts of a
+            patch outside the slice are filled with the case's minimum (label 0).
+        shuffle: with ``samples_per_epoch=None``, visit the pool in a per-epoch random order
+            (training) instead of slice order (inspection).
         transform: optional ``f(x, y) -> (x, y)`` on the item tensors.
 
-    Items: ``x`` float32 ``(2*context+1, X, Y)``, ``y`` int64 ``(X, Y)``.
+    Items: ``x`` float32 ``(2*context+1, X, Y)`` (or ``(.., px, py)``), ``y`` int64 ``(X, Y)``.
     """
 
     def __init__(self, cases: Sequence[Preprocessed], context: int = 0, fg_fraction: float = 0.0,
                  negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
-                 transform: Callable | None = None, fg_classes: Sequence[int] | None = None) -> None:
+                 transform: Callable | None = None, fg_classes: Sequence[int] | None = None,
+                 patch_size: Sequence[int] | None = None, shuffle: bool = False) -> None:
         if not cases:
             raise CTSegError("SliceDataset needs at least one case")
         if any(c.label is None for c in cases):
@@ -165,57 +197,92 @@ class SliceDataset(Dataset):
         if context < 0 or not 0 <= fg_fraction <= 1 or not 0 <= negative_keep <= 1:
             raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction and negative_keep in [0, 1] "
                              f"(got {context}, {fg_fraction}, {negative_keep})")
+        if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
+            raise CTSegError(f"SliceDataset: patch_size must be 2 positive ints, got {tuple(patch_size)}")
         self.cases, self.context, self.seed, self.transform = list(cases), context, seed, transform
         self.fg_fraction, self.negative_keep, self.samples_per_epoch = fg_fraction, negative_keep, samples_per_epoch
+        self.patch = tuple(int(p) for p in patch_size) if patch_size is not None else None
+        self.shuffle = shuffle
         self.fg_classes = _fg_classes(self.cases, fg_classes)
-        # presence[c][k, z]: does slice z of case k contain class fg_classes[c]? One pass over labels.
-        case_of, z_of, has = [], [], []
+        self._index_slices()
+        self.fill = [_fill_value(c) for c in self.cases] if self.patch else []
+        self.set_epoch(0)
+
+    def _index_slices(self) -> None:
+        """One pass over the labels: which slice shows which class, and which slices are empty."""
+        case_of, z_of, has, nonempty = [], [], [], []
         for k, c in enumerate(self.cases):
             lab = np.moveaxis(c.label, 2, 0)  # (Z, X, Y) view: contiguous per slice
             flat = np.asarray(lab).reshape(lab.shape[0], -1)
             has.append(np.stack([(flat == cl).any(axis=1) for cl in self.fg_classes], axis=1)
                        if self.fg_classes else np.zeros((lab.shape[0], 0), bool))
+            nonempty.append((flat > 0).any(axis=1))
             case_of.append(np.full(lab.shape[0], k))
             z_of.append(np.arange(lab.shape[0]))
         self.slice_case, self.slice_z = np.concatenate(case_of), np.concatenate(z_of)
         self.slice_has = np.concatenate(has)  # (n_slices, n_fg_classes) bool
-        positive = self.slice_has.any(axis=1)
-        self.positives, self.negatives = np.flatnonzero(positive), np.flatnonzero(~positive)
-        self.by_class = {cl: np.flatnonzero(self.slice_has[:, j]) for j, cl in enumerate(self.fg_classes)}
-        self.by_class = {cl: ix for cl, ix in self.by_class.items() if len(ix)}
-        self.set_epoch(0)
+        nonempty_all = np.concatenate(nonempty)
+        self.positives, self.negatives = np.flatnonzero(nonempty_all), np.flatnonzero(~nonempty_all)
+        by_class = {cl: np.flatnonzero(self.slice_has[:, j]) for j, cl in enumerate(self.fg_classes)}
+        self.by_class = {cl: ix for cl, ix in by_class.items() if len(ix)}
 
     def set_epoch(self, epoch: int) -> None:
-        """Select this epoch's pool (all positives + a fresh ``negative_keep`` share of negatives)."""
+        """Select this epoch's pool (all non-empty slices + a fresh ``negative_keep`` share of empty ones)."""
         self.epoch = int(epoch)
         n_keep = int(round(len(self.negatives) * self.negative_keep))
-        kept = _rng(self.seed, self.epoch).choice(self.negatives, n_keep, replace=False)
+        rng = _rng(self.seed, self.epoch)
+        kept = rng.choice(self.negatives, n_keep, replace=False)
         self.pool = np.sort(np.concatenate([self.positives, kept]))
         if len(self.pool) == 0:
             self.pool = self.negatives[:1] if len(self.negatives) else self.positives[:1]
+        self.order = rng.permutation(len(self.pool)) if self.shuffle else np.arange(len(self.pool))
 
     def __len__(self) -> int:
         return len(self.pool) if self.samples_per_epoch is None else int(self.samples_per_epoch)
 
     def slice_index(self, i: int) -> tuple[int, int]:
         """``(case index, z)`` of item ``i`` in the current epoch."""
+        return self.sample(i)[:2]
+
+    def sample(self, i: int) -> tuple[int, int, int | None, tuple[int, int] | None]:
+        """``(case index, z, forced class or None, patch start (x, y) or None)`` of item ``i``."""
         if not 0 <= i < len(self):
             raise IndexError(i)
         rng = _rng(self.seed, self.epoch, i)
+        cl = None
         if self.by_class and rng.random() < self.fg_fraction:
             cl = list(self.by_class)[rng.integers(len(self.by_class))]
             s = rng.choice(self.by_class[cl])
         elif self.samples_per_epoch is None:
-            s = self.pool[i]
+            s = self.pool[self.order[i]]
         else:
             s = self.pool[rng.integers(len(self.pool))]
-        return int(self.slice_case[s]), int(self.slice_z[s])
+        k, z = int(self.slice_case[s]), int(self.slice_z[s])
+        return k, z, cl, (self.patch_corner(k, z, cl, rng) if self.patch else None)
+
+    def patch_corner(self, k: int, z: int, cl: int | None, rng: np.random.Generator) -> tuple[int, int]:
+        """In-plane start of a patch on slice ``z`` of case ``k``: near a random voxel of class ``cl``
+        when forced, uniform otherwise; may be negative where the slice is smaller than the patch."""
+        shape, patch = np.array(self.cases[k].label.shape[:2]), np.array(self.patch)
+        lo, hi = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
+        if cl is None:
+            return int(rng.integers(lo[0], hi[0] + 1)), int(rng.integers(lo[1], hi[1] + 1))
+        voxels = np.argwhere(np.asarray(self.cases[k].label[:, :, z]) == cl)
+        centre = voxels[rng.integers(len(voxels))] + rng.integers(-(patch // 4), patch // 4 + 1)
+        start = np.clip(centre - patch // 2, lo, hi)
+        return int(start[0]), int(start[1])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k, z = self.slice_index(i)
+        k, z, _, start = self.sample(i)
         case = self.cases[k]
-        x = torch.from_numpy(stack_25d(case.image, z, 2 * self.context + 1))
-        y = torch.from_numpy(np.asarray(case.label[:, :, z], dtype=np.int64))
+        if start is None:
+            x = stack_25d(case.image, z, 2 * self.context + 1)
+            y = np.asarray(case.label[:, :, z], dtype=np.int64)
+        else:
+            zs = context_indices(case.image.shape[2], [z], self.context)[0]
+            x = crop_pad(np.moveaxis(case.image, 2, 0)[zs], (0, *start), (len(zs), *self.patch), self.fill[k])
+            y = crop_pad(np.asarray(case.label[:, :, z]), start, self.patch, 0).astype(np.int64)
+        x, y = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
         return self.transform(x, y) if self.transform else (x, y)
 
 
@@ -269,7 +336,7 @@ class PatchDataset(Dataset):
                 if len(xyz):
                     locs[cl] = xyz.astype(np.int32)
             self.locations.append(locs)
-            self.fill.append(float(c.meta.get("image_min", np.min(c.image))))
+            self.fill.append(_fill_value(c))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.nifti import Volume, save_nifti
+from .datasets import context_indices
 from .errors import CTSegError
 
 
@@ -61,11 +62,6 @@ def _pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, list[int]]:
     return x, spatial
 
 
-def _context_indices(num_slices: int, z: np.ndarray, k: int) -> np.ndarray:
-    """Slice indices ``z-k .. z+k`` clamped to the volume (edge slices repeat), shape (len(z), 2k+1)."""
-    return np.clip(z[:, None] + np.arange(-k, k + 1)[None, :], 0, num_slices - 1)
-
-
 @torch.inference_mode()
 def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, batch_size: int = 16,
                    tta_flips: bool = False, device: str | torch.device = "cpu",
@@ -92,7 +88,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, 
     labels = np.zeros(vol.shape, dtype=np.uint8)
     for start in range(0, nz, batch_size):
         z = np.arange(start, min(nz, start + batch_size))
-        idx = torch.as_tensor(_context_indices(nz, z, context))          # (B, 2k+1)
+        idx = torch.as_tensor(context_indices(nz, z, context))          # (B, 2k+1)
         x = vol[:, :, idx.flatten()].reshape(*vol.shape[:2], *idx.shape)  # (X, Y, B, 2k+1)
         x = x.permute(2, 3, 0, 1).contiguous().to(device)                # (B, 2k+1, X, Y)
         x, (sx, sy) = _pad_to(x, divisor)

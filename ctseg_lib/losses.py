@@ -229,8 +229,9 @@ class DeepSupervisionLoss(nn.Module):
         return total
 
 
-_LOSSES = {"dice": SoftDiceLoss, "ce": CrossEntropyLoss, "dice_ce": DiceCELoss, "focal": FocalLoss,
-           "tversky": TverskyLoss, "batch_dice_binary": BatchSoftDiceBinary}
+#: Loss classes by config name (`loss.name`); `build_loss` and config validation read this.
+LOSSES = {"dice": SoftDiceLoss, "ce": CrossEntropyLoss, "dice_ce": DiceCELoss, "focal": FocalLoss,
+          "tversky": TverskyLoss, "batch_dice_binary": BatchSoftDiceBinary}
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:
@@ -240,7 +241,7 @@ def build_loss(name: str, **kwargs) -> nn.Module:
         CTSegError: unknown name (it usually comes from a config file).
     """
     try:
-        cls = _LOSSES[name]
+        cls = LOSSES[name]
     except KeyError:
-        raise CTSegError(f"loss: unknown loss {name!r}; choose from {sorted(_LOSSES)}") from None
+        raise CTSegError(f"loss: unknown loss {name!r}; choose from {sorted(LOSSES)}") from None
     return cls(**kwargs)

@@ -44,13 +44,14 @@ def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int]:
     return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(gt)) - tp
 
 
-def _dice(tp: int, fp: int, fn: int) -> float:
+def dice_from_counts(tp: int, fp: int, fn: int) -> float:
+    """Dice from voxel counts: ``2 TP / (2 TP + FP + FN)``; 1.0 when all three are 0 (both masks empty)."""
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice ``2|P∩G| / (|P| + |G|)``; 1.0 if both empty, 0.0 if exactly one is."""
-    return _dice(*confusion(pred, gt))
+    return dice_from_counts(*confusion(pred, gt))
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -92,7 +93,7 @@ def _row(case: str, label: int | str, name: str, p: np.ndarray, g: np.ndarray,
     else:
         h, s = hd95(p, g, spacing), nsd(p, g, spacing, tol)
     return {
-        "case": case, "label": label, "label_name": name, "dice": _dice(tp, fp, fn),
+        "case": case, "label": label, "label_name": name, "dice": dice_from_counts(tp, fp, fn),
         "iou": 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn),
         "precision": NAN if tp + fp == 0 else tp / (tp + fp),
         "recall": NAN if tp + fn == 0 else tp / (tp + fn),
@@ -163,7 +164,7 @@ def aggregate(rows: Iterable[Mapping]) -> dict[str, dict]:
         agg = {"label_name": rs[0]["label_name"], "n_cases": len(rs)}
         for key in ("dice", "iou", "precision", "recall", "nsd", "vol_diff_ml"):
             agg[f"{key}_mean"] = _nanmean([r[key] for r in rs])[0]
-        agg["dice_global"] = _dice(tp, fp, fn)
+        agg["dice_global"] = dice_from_counts(tp, fp, fn)
         agg["hd95_mean"], agg["hd95_n"] = _nanmean([r["hd95"] for r in rs])
         out[label] = agg
     return out

@@ -107,3 +107,40 @@ def test_with_changes_validates_dotted_keys():
         base.with_changes({"model.kontext": 1})
     with pytest.raises(CTSegError, match="model.depth"):
         base.with_changes({"model.depth": 0})
+
+
+def test_presets_extend_presets(tmp_path):
+    """``base:`` merges section by section; the child's keys win; the shipped 2.5D presets are their
+    2D base plus ``model.context``; a loop and a bad base are one clear error."""
+    from ctseg_lib.config import merge_configs
+
+    assert merge_configs({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": 3}, "b": [2]}) == {"a": {"x": 1, "y": 3},
+                                                                                          "b": [2]}
+    for child, parent in (("liver_25d", "liver_2d"), ("lung_25d", "lung_2d"), ("liver_2d_book", "liver_2d")):
+        c, p = TrainConfig.from_file(child).to_dict(), TrainConfig.from_file(parent).to_dict()
+        assert c["model"]["context"] == (1 if child.endswith("25d") else 0) and c["name"] == child
+        assert c["data"]["window"] == p["data"]["window"] and c["loss"] == p["loss"]
+    liver_25d = TrainConfig.from_file("liver_25d").to_dict()
+    liver_2d = TrainConfig.from_file("liver_2d").to_dict()
+    liver_2d["model"]["context"], liver_2d["name"] = 1, "liver_25d"
+    assert liver_25d == liver_2d  # differ in exactly the keys the file lists
+    (tmp_path / "mine.yaml").write_text("base: liver_2d\nname: mine\noptim: {lr: 1.0e-4}\n")
+    mine = TrainConfig.from_file(tmp_path / "mine.yaml")
+    assert mine.optim.lr == 1e-4 and mine.optim.name == "adamw" and mine.data.patch_size == [96, 96]
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nepochs: 3\n")  # relative to the file
+    assert TrainConfig.from_file(tmp_path / "child.yaml").optim.lr == 1e-4
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(CTSegError, match="loop"):
+        TrainConfig.from_file(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("base: no_such_preset\n")
+    with pytest.raises(CTSegError, match="not found"):
+        TrainConfig.from_file(tmp_path / "bad.yaml")
+
+
+def test_loss_name_and_kwargs_checked_when_the_config_loads():
+    with pytest.raises(CTSegError, match="'loss.name': unknown loss 'dcie'"):
+        TrainConfig.from_dict({"loss": {"name": "dcie"}})
+    with pytest.raises(CTSegError, match="'loss.kwargs'.*batch_dcie"):
+        TrainConfig.from_dict({"loss": {"name": "dice_ce", "kwargs": {"batch_dcie": True}}})
+    assert TrainConfig.from_dict({"loss": {"name": "tversky", "kwargs": {"alpha": 0.3, "beta": 0.7}}}).loss.name

@@ -152,8 +152,10 @@ def test_fg_classes_selects_tumour():
     ds = SliceDataset([c], fg_fraction=1.0, samples_per_epoch=50, fg_classes=[2])
     assert ds.fg_classes == [2]
     assert {ds.slice_index(i)[1] for i in range(50)} == {9}
-    # "negative" means no tumour: liver-only slices are downsampled too
-    assert len(SliceDataset([c], negative_keep=0.0, fg_classes=[2])) == 1
+    # "empty" means no label at all: liver-only slices stay in the pool (10 of them), only the
+    # 10 slices without any label are downsampled.  (Planted variant: negatives = "no fg_classes
+    # voxel" would keep 1 slice here and hide liver without tumour from the network.)
+    assert len(SliceDataset([c], negative_keep=0.0, fg_classes=[2])) == 10
     assert SliceDataset([c]).fg_classes == [1, 2]
     both = SliceDataset([c], fg_fraction=1.0, samples_per_epoch=400, seed=1)
     zs = [both.slice_index(i)[1] for i in range(400)]
@@ -218,3 +220,32 @@ def test_patch_dataset_random_patches_inside_and_errors():
         PatchDataset([Preprocessed(c.image, None, (1, 1, 1), {})], (2, 2, 2))
     with pytest.raises(CTSegError, match="fg_fraction"):
         PatchDataset([c], (2, 2, 2), fg_fraction=-0.1)
+
+
+def test_context_indices_is_the_one_25d_rule():
+    from ctseg_lib.datasets import context_indices
+
+    np.testing.assert_array_equal(context_indices(5, [0, 2, 4], 1), [[0, 0, 1], [1, 2, 3], [3, 4, 4]])
+    np.testing.assert_array_equal(context_indices(3, [1], 0), [[1]])
+    vol = make_case().image
+    for z in (0, 7, 19):
+        np.testing.assert_array_equal(stack_25d(vol, z, 5), np.moveaxis(vol, 2, 0)[context_indices(20, [z], 2)[0]])
+
+
+def test_slice_patches_padding_shuffle_and_forced_class():
+    c = make_case(shape=(8, 6, 20), pos_slices=range(5, 15), tumour_slices=[9])
+    ds = SliceDataset([c], context=1, patch_size=(12, 4), fg_fraction=1.0, fg_classes=[2],
+                      samples_per_epoch=30, seed=2)
+    for i in range(len(ds)):
+        k, z, cl, (x0, y0) = ds.sample(i)
+        assert z == 9 and cl == 2 and -4 <= x0 <= 0 and 0 <= y0 <= 2
+        x, y = ds[i]
+        assert x.shape == (3, 12, 4) and y.shape == (12, 4) and int((y == 2).sum()) == 1
+        assert float(x[1].min()) == pytest.approx(float(c.meta["image_min"])) or x0 == 0  # padded with the minimum
+    shuffled = SliceDataset([c], shuffle=True, seed=0)
+    order = [shuffled.slice_index(i)[1] for i in range(len(shuffled))]
+    assert sorted(order) == list(range(20)) and order != list(range(20))
+    shuffled.set_epoch(1)
+    assert [shuffled.slice_index(i)[1] for i in range(20)] != order
+    with pytest.raises(CTSegError, match="patch_size"):
+        SliceDataset([c], patch_size=(4,))

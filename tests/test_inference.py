@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from ctseg_lib.datasets import context_indices
 from ctseg_lib.inference import (
-    _context_indices,
     gaussian_importance_map,
     predict_volume,
     sliding_window_inference,
@@ -43,7 +43,7 @@ class Ramp(nn.Module):
 
 
 def test_context_indices_clamp():
-    idx = _context_indices(5, np.array([0, 2, 4]), 1)
+    idx = context_indices(5, np.array([0, 2, 4]), 1)
     assert idx.tolist() == [[0, 0, 1], [1, 2, 3], [3, 4, 4]]
 
 

@@ -13,9 +13,11 @@ import torch
 from ctseg_lib.augment import augment_batch, random_flip, random_rotate_scale
 from ctseg_lib.checkpoint import get_rng_state, load_checkpoint, load_model, save_checkpoint, set_rng_state
 from ctseg_lib.config import AugmentConfig, ScheduleConfig, TrainConfig
+from ctseg_lib.datasets import PatchDataset, SliceDataset
 from ctseg_lib.errors import CTSegError
+from ctseg_lib.preprocessing import Preprocessed
 from ctseg_lib.schedules import lr_factor
-from ctseg_lib.training import epoch_index, train
+from ctseg_lib.training import train, training_dataset
 from tests.conftest import write_msd
 
 TINY = {"model": {"base_channels": 4, "depth": 2, "dropout": 0.1}, "epochs": 2, "batch_size": 4,
@@ -105,20 +107,41 @@ def test_augmentation_keeps_labels_and_is_seeded():
     assert r3[0].shape == x3.shape
 
 
-def test_epoch_index_oversamples_foreground():
-    class C:
-        def __init__(self, lab):
-            self.image, self.label = lab.astype(np.float32), lab
+def _pre(lab: np.ndarray) -> Preprocessed:
+    return Preprocessed(lab.astype(np.float32), lab, (1.0, 1.0, 1.0), {"image_min": 0.0}, "c")
 
+
+def _draws(ds) -> list:
+    return [ds.sample(i) if isinstance(ds, SliceDataset) else ds.patch_start(i) for i in range(len(ds))]
+
+
+def test_train_samples_with_the_chapter3_datasets_and_their_rules():
+    """One sampler: train() draws from SliceDataset / PatchDataset, with the config's rules.
+
+    Volume: slices 0-9 hold liver (1), slice 5 also a tumour voxel (2), slices 10-99 are empty.
+    negative_keep=0 -> empty slices never drawn; liver-only slices are *not* negatives (they stay
+    in the pool); fg_fraction=0.5 with fg_classes=[2] -> about half the draws forced onto slice 5.
+    """
     lab = np.zeros((4, 4, 100), np.uint8)
     lab[1, 1, :10] = 1
     lab[1, 1, 5] = 2
     cfg = tiny_cfg(data={"fg_fraction": 0.5, "fg_classes": [2], "negative_keep": 0.0}, iterations_per_epoch=100)
-    idx = epoch_index([C(lab)], cfg, 0)
-    zs = np.array([z for _, z in idx])
-    assert len(idx) == 400 and zs.max() < 10          # negatives never drawn with negative_keep=0
-    assert 0.4 < np.mean(zs == 5) < 0.65               # ~50 % forced + 1/10 of the rest
-    assert idx == epoch_index([C(lab)], cfg, 0) and idx != epoch_index([C(lab)], cfg, 1)
+    ds = training_dataset([_pre(lab)], cfg)
+    assert isinstance(ds, SliceDataset) and ds.context == cfg.model.context and len(ds) == 400
+    zs = np.array([z for _, z, _, _ in _draws(ds)])
+    assert zs.max() < 10 and len(set(zs.tolist())) == 10   # every liver slice, no empty one
+    assert 0.45 < np.mean(zs == 5) < 0.65                   # ~50 % forced + 1/10 of the rest
+    first = _draws(ds)
+    ds.set_epoch(1)
+    assert _draws(ds) != first
+    ds.set_epoch(0)
+    assert _draws(ds) == first                              # a function of (seed, epoch) only
+    one_pass = training_dataset([_pre(lab)], tiny_cfg(data={"negative_keep": 0.0, "fg_fraction": 0.0}))
+    assert len(one_pass) == 10 and sorted(z for _, z in map(one_pass.slice_index, range(10))) == list(range(10))
+    cfg3 = tiny_cfg(model={"spatial_dims": 3}, data={"slice_size": None, "patch_size": [8, 8, 8]},
+                    iterations_per_epoch=3)
+    three_d = training_dataset([_pre(lab)], cfg3)
+    assert isinstance(three_d, PatchDataset) and len(three_d) == 3 * cfg3.batch_size
 
 
 def test_train_resume_is_bit_identical(data, tmp_path):
@@ -165,21 +188,20 @@ def test_train_refuses_output_inside_data(data):
 
 
 def test_2d_patch_sampling_centres_forced_samples_on_foreground():
-    class C:
-        def __init__(self, lab):
-            self.image, self.label = lab.astype(np.float32), lab
-
     lab = np.zeros((64, 48, 20), np.uint8)
     lab[10:30, 10:30, 5:15] = 1
     lab[50:53, 40:43, 8] = 2  # one small lesion near a corner, on one slice
     cfg = tiny_cfg(data={"slice_size": None, "patch_size": [16, 16], "fg_fraction": 1.0, "fg_classes": [2]},
                    iterations_per_epoch=25)
-    cases = [C(lab)]
-    idx = epoch_index(cases, cfg, 0)
-    assert len(idx) == 100 and all(len(pos) == 3 for _, pos in idx)
-    for _, (z, x0, y0) in idx:
-        assert z == 8 and 0 <= x0 <= 64 - 16 and 0 <= y0 <= 48 - 16
+    ds = training_dataset([_pre(lab)], cfg)
+    assert len(ds) == 100
+    for i in range(len(ds)):
+        _, z, cl, (x0, y0) = ds.sample(i)
+        assert z == 8 and cl == 2 and 0 <= x0 <= 64 - 16 and 0 <= y0 <= 48 - 16
         assert (lab[x0:x0 + 16, y0:y0 + 16, z] == 2).any()  # every forced patch shows the lesion
+        x, y = ds[i]
+        assert x.shape == (1, 16, 16) and (y == 2).any()
+        assert torch.equal(y, torch.from_numpy(lab[x0:x0 + 16, y0:y0 + 16, z].astype(np.int64)))
 
 
 def test_2d_patch_config_validation_and_training(data, tmp_path):
@@ -215,3 +237,30 @@ def test_training_from_the_preprocessing_cache_is_identical(data, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(CTSegError, match="inside"):
         train(cfg, data, tmp_path / "x", quiet=True, device="cpu", cache_dir=data / "cache")
+
+
+def test_resume_after_an_interrupt_in_the_middle_of_an_epoch_is_bit_identical(data, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of epoch 2: ``--resume`` restarts epoch 2 from last.pt (end of epoch 1) and
+    ends with exactly the weights of the uninterrupted run (samples, augmentation and RNG states all
+    restored; planted variant: resuming from interrupted.pt's half-trained weights would differ)."""
+    import ctseg_lib.training as T
+    cfg = tiny_cfg(epochs=2)
+    full = train(cfg, data, tmp_path / "full", quiet=True, device="cpu")
+    real, calls = T.training_step, {"epoch1": 0}
+
+    def step(run, x, y):
+        if run.history and len(run.history) == 1:  # inside epoch 2, after one step of it
+            calls["epoch1"] += 1
+            if calls["epoch1"] == 2:
+                raise KeyboardInterrupt
+        return real(run, x, y)
+
+    monkeypatch.setattr(T, "training_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, tmp_path / "run", quiet=True, device="cpu")
+    assert calls["epoch1"] == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(T, "training_step", real)
+    resumed = train(cfg, data, tmp_path / "run", resume=True, quiet=True, device="cpu")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
