@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CTSegError
+from .tasks import get_task
 
-#: MSD folder names of the two tasks of the book.
-MSD_FOLDERS = {"liver": "Task03_Liver", "lung": "Task06_Lung"}
 #: Where phantoms are generated for the book (ignored by git).
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "book" / "_data"
 
@@ -73,13 +72,12 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
     is generated.  Otherwise phantoms are generated once into ``book/_data/<task>_<cases>_<seed>``
     and reused (a marker file is written last, so an interrupted generation is redone).
     """
-    if task not in MSD_FOLDERS:
-        raise CTSegError(f"unknown task {task!r}; expected one of {sorted(MSD_FOLDERS)}")
+    folder = get_task(task).msd_folder  # raises for an unknown task
     env = os.environ.get("CTSEG_DATA")
     if env and root is None:
-        path = Path(env) / MSD_FOLDERS[task]
+        path = Path(env) / folder
         if not (path / "dataset.json").is_file():
-            raise CTSegError(f"CTSEG_DATA is set but {MSD_FOLDERS[task]}/dataset.json is missing "
+            raise CTSegError(f"CTSEG_DATA is set but {folder}/dataset.json is missing "
                              f"(run: ctseg download --task {task} --out {env})", path)
         return path
     from .data.synthetic import write_dataset

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..tasks import TASKS, task_names
+
 HELP = "download, MD5-check and safely extract an MSD task (liver or lung)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=("liver", "lung"),
-                   help="liver = Task03_Liver (~27 GB), lung = Task06_Lung (~9 GB)")
+    p.add_argument("--task", required=True, choices=task_names(),
+                   help=", ".join(f"{t.name} = {t.msd_folder} (~{t.size_gb:g} GB)" for t in TASKS.values()))
     p.add_argument("--out", required=True, metavar="DIR", help="folder that receives Task0X_Name/")
     p.add_argument("--url", default=None, help="another mirror of the same tar (http/https)")
     p.add_argument("--md5", default=None,

@@ -6,11 +6,13 @@ import argparse
 import sys
 import time
 
+from ..tasks import task_names
+
 HELP = "write a synthetic CT phantom dataset (MSD layout) for the liver or lung task"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=("liver", "lung"), required=True, help="MSD-like task to imitate")
+    p.add_argument("--task", choices=task_names(), required=True, help="MSD-like task to imitate")
     p.add_argument("--out", required=True, help="output folder (created; must be empty or an earlier synth output)")
     p.add_argument("--cases", type=int, default=20, help="number of labelled training cases (default 20)")
     p.add_argument("--test-cases", type=int, default=0, help="number of unlabelled test images (default 0)")
@@ -22,15 +24,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import write_dataset
+    from ..progress import interactive
 
     t0 = time.perf_counter()
+    tty = interactive()
 
     def progress(i: int, n: int) -> None:
-        print(f"\r{args.task}: {i}/{n} cases", end="", file=sys.stderr, flush=True)
+        # a terminal: one line redrawn in place; a log file: one plain line per case (no \r frames)
+        msg = f"{args.task}: {i}/{n} cases ({time.perf_counter() - t0:.1f} s)"
+        print(f"\r{msg}" if tty else msg, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     out = write_dataset(args.task, args.out, args.cases, seed=args.seed, test_cases=args.test_cases,
                         scale=args.scale, overwrite=args.overwrite, progress=progress)
-    print(file=sys.stderr)
+    if tty:
+        print(file=sys.stderr)
     print(f"wrote {args.cases} training + {args.test_cases} test {args.task} cases to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import time
@@ -31,26 +32,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import CTSegError
+from ..tasks import get_task
 
-
-@dataclass(frozen=True)
-class TaskSource:
-    folder: str  # top-level folder inside the tar, e.g. "Task03_Liver"
-    url: str
-    md5: str
-
-
-_MIRROR = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
-#: URL and MD5 as used/published by MONAI (monai.apps.DecathlonDataset.md5).
-TASKS: dict[str, TaskSource] = {
-    "liver": TaskSource("Task03_Liver", f"{_MIRROR}/Task03_Liver.tar", "a90ec6c4aa7f6a3d087205e23d4e6397"),
-    "lung": TaskSource("Task06_Lung", f"{_MIRROR}/Task06_Lung.tar", "8afd997733c7fc0432f71255ba4e52dc"),
-}
 _CHUNK = 1 << 20  # 1 MiB reads: large enough for throughput, small enough for a live progress bar
 
 
@@ -75,15 +62,13 @@ def download_task(task: str, out: str | Path, url: str | None = None, md5: str |
     """
     from .msd import MSDDataset
 
-    if task not in TASKS:
-        raise CTSegError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    src = TASKS[task]
+    src = get_task(task)  # name, MSD folder, URL and MD5 (as published by MONAI's DecathlonDataset)
     out = Path(out)
-    dest = out / src.folder
+    dest = out / src.msd_folder
     if dest.exists():
         MSDDataset(dest)  # raises a CTSegError naming dest/dataset.json if it is not a valid task
         return dest
-    tar = download_file(url or src.url, out / f"{src.folder}.tar", src.md5 if md5 is None else md5,
+    tar = download_file(url or src.url, out / f"{src.msd_folder}.tar", src.md5 if md5 is None else md5,
                         quiet=quiet, retries=retries)
     safe_extract(tar, dest, validate=MSDDataset)
     if not keep_tar:
@@ -128,6 +113,8 @@ def _fetch(url: str, part: Path, quiet: bool, timeout: float) -> str:
     """One HTTP attempt that appends to ``part``; returns the MD5 of the complete file."""
     from tqdm.auto import tqdm
 
+    from ..progress import interactive
+
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise CTSegError(f"only http:// and https:// URLs are supported, got {url!r}")
     offset = part.stat().st_size if part.exists() else 0
@@ -165,9 +152,13 @@ def _fetch(url: str, part: Path, quiet: bool, timeout: float) -> str:
         if offset:
             _md5_file(part, hasher)
         got = offset
+        # A terminal gets a redrawn bar; a log file (stderr not a tty) one line per 10 % (or GiB).
+        tty = interactive()
+        step = expected // 10 if expected else 1 << 30
+        mark = got + step
         with open(part, "ab" if offset else "wb") as f, tqdm(
             total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=quiet,
+            desc=part.name.removesuffix(".part"), disable=quiet or not tty,
         ) as bar:
             try:
                 while chunk := resp.read(_CHUNK):
@@ -175,6 +166,11 @@ def _fetch(url: str, part: Path, quiet: bool, timeout: float) -> str:
                     hasher.update(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
+                    if not (quiet or tty) and got >= mark:
+                        mark = got + step
+                        of = f" of {expected / 2**20:,.0f} MiB" if expected else " MiB"
+                        print(f"{part.name.removesuffix('.part')}: {got / 2**20:,.0f}{of}", file=sys.stderr,
+                              flush=True)
             except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
                 raise _Interrupted(f"{type(e).__name__} after {got:,} bytes") from None
     # http.client returns b"" (no error) when the peer closes early: compare with Content-Length.

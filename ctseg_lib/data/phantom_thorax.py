@@ -26,8 +26,6 @@ from .phantom_shapes import (
     smooth_noise,
 )
 
-LABELS = {"0": "background", "1": "cancer"}
-
 
 def draw_thorax(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas:
     """Paint one chest with body half-axes ``a`` (lateral) × ``b`` (antero-posterior) mm."""

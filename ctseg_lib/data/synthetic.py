@@ -27,18 +27,10 @@ import numpy as np
 
 from ..errors import CTSegError
 from ..io import write_json_atomic
+from ..tasks import get_task
 from .nifti import save_nifti
 from .phantom_shapes import Grid, form_image
 
-TASKS = {
-    "liver": {"code": 3, "name": "SyntheticLiver", "prefix": "liver",
-              "description": "ctseg synthetic portal-venous abdominal CT phantoms (liver + liver tumours), "
-                             "MSD Task03_Liver layout",
-              "labels": {"0": "background", "1": "liver", "2": "cancer"}},
-    "lung": {"code": 6, "name": "SyntheticLung", "prefix": "lung",
-             "description": "ctseg synthetic chest CT phantoms (one lung tumour each), MSD Task06_Lung layout",
-             "labels": {"0": "background", "1": "cancer"}},
-}
 #: Marker file that identifies a folder written by :func:`write_dataset` (safe to overwrite).
 MARKER = ".ctseg_synth.json"
 SLICE_MM = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
@@ -107,18 +99,13 @@ def generate_case(task: str, seed: int, index: int = 0, scale: float = 1.0,
         (mm) — arrays in *file order*, i.e. flipped when ``orientation`` is "LPS".  Default
         orientation: LPS for odd ``index + seed``, so any two consecutive cases give both kinds.
     """
-    if task not in TASKS:
-        raise CTSegError(f"unknown synthetic task {task!r}; choose one of {sorted(TASKS)}")
+    spec = get_task(task)
     if not scale > 0:
         raise CTSegError(f"scale must be > 0, got {scale}")
-    rng = np.random.default_rng([int(seed), int(index), TASKS[task]["code"]])
+    rng = np.random.default_rng([int(seed), int(index), spec.code])
     geo = sample_geometry(task, rng, scale)
     g = geo.grid()
-    if task == "liver":
-        from .phantom_abdomen import draw_abdomen as draw
-    else:
-        from .phantom_thorax import draw_thorax as draw
-    cv = draw(g, rng, *geo.half_axes)
+    cv = spec.phantom_function()(g, rng, *geo.half_axes)
     image = form_image(cv, g, rng, noise_sd=rng.uniform(10, 25), fov_radius=geo.fov_mm / 2)
     label, affine = cv.lab, geo.ras_affine()
     orientation = orientation or ("LPS" if (index + seed) % 2 else "RAS")
@@ -139,11 +126,10 @@ def write_dataset(task: str, out: str | Path, cases: int, seed: int = 0, test_ca
     unless ``overwrite``; files of an earlier synth output that the new listing drops are removed.
     ``progress(i, n)`` is called after each case.
     """
-    if task not in TASKS:
-        raise CTSegError(f"unknown synthetic task {task!r}; choose one of {sorted(TASKS)}")
+    spec = get_task(task)
     if cases < 1 or test_cases < 0:
         raise CTSegError(f"need cases ≥ 1 and test cases ≥ 0, got {cases} and {test_cases}")
-    spec, out = TASKS[task], Path(out)
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise CTSegError("output exists and is not a folder", out)
     previous = _previous_listing(out)
@@ -153,7 +139,7 @@ def write_dataset(task: str, out: str | Path, cases: int, seed: int = 0, test_ca
     out.mkdir(parents=True, exist_ok=True)
     params = {"task": task, "cases": cases, "test_cases": test_cases, "seed": seed, "scale": scale}
     write_json_atomic(out / MARKER, params)
-    p = spec["prefix"]
+    p = spec.name
     training = [{"image": f"./imagesTr/{p}_{i}.nii.gz", "label": f"./labelsTr/{p}_{i}.nii.gz"}
                 for i in range(cases)]
     first_test = max(100, cases)
@@ -172,8 +158,8 @@ def write_dataset(task: str, out: str | Path, cases: int, seed: int = 0, test_ca
         if progress is not None:
             progress(n + 1, total)
     write_json_atomic(out / "dataset.json", {
-        "name": spec["name"], "description": spec["description"], "reference": "ctseg_lib.data.synthetic",
-        "licence": "CC0", "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": spec["labels"],
+        "name": spec.synthetic_name, "description": spec.description, "reference": "ctseg_lib.data.synthetic",
+        "licence": "CC0", "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": spec.json_labels(),
         "numTraining": cases, "numTest": test_cases, "training": training, "test": test,
         "ctseg_synthetic": params,
     })
