@@ -182,8 +182,13 @@ class MSDDataset:
                              f"(declared: {sorted(declared)})", c.label)
         return lab
 
-    def load_case(self, key: int | str) -> tuple[Volume, Volume]:
-        """Load image and label of one case, checking that they share one voxel grid."""
+    def load_case(self, key: int | str | Case) -> tuple[Volume, Volume]:
+        """Load image and label of one case (index, id or a :class:`Case` of ``.cases``), checking that they
+        share one voxel grid."""
+        if isinstance(key, Case):
+            if key not in self.cases:
+                raise CTSegError(f"case {key.id!r} ({key.image}) is not a case of this dataset", self.json_path)
+            key = key.id
         img, lab = self.load_image(key), self.load_label(key)
         check_same_grid(img, lab)
         return img, lab
