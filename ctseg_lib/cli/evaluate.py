@@ -30,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--labels", default=None,
                    help='labels as JSON (\'{"1": "liver", "2": "tumour"}\') or a JSON file / dataset.json; '
-                        "default: dataset.json of --gt, else the values found in the ground truth")
+                        "default: dataset.json of --gt, else --task, else the values found in the ground truth")
+    from ..tasks import task_names
+
+    p.add_argument("--task", choices=task_names(), default=None,
+                   help="take the label names from this task (e.g. liver: 1 liver, 2 cancer) when --gt has no "
+                        "dataset.json and --labels is not given")
     p.add_argument("--regions", default=None,
                    help='merged labels as JSON, e.g. \'{"liver+tumour": [1, 2]}\'')
     p.add_argument("--split", default=None, metavar="SPLIT_JSON[:NAME]",
@@ -116,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         labels = labels or ds.labels
     else:
         gt_files = _nifti_files(gt_root)
+    if labels is None and getattr(args, "task", None):
+        from ..tasks import get_task
+
+        labels = get_task(args.task).labels
     if args.split:
         from ..datasets import load_split
 
