@@ -9,7 +9,8 @@
 * Test-time augmentation (``tta``): average the softmax over all mirrorings of the in-plane
   (2D) or all three (3D) axes.
 * :func:`predict_case` — raw CT :class:`~ctseg_lib.data.nifti.Volume` → label map on the
-  original canonical grid; :func:`save_prediction` writes it so it overlays the source file.
+  original canonical grid, streaming slice batches so only uint8 labels exist for the whole
+  volume; :func:`save_prediction` writes it so it overlays the source file.
 
 Everything runs under ``torch.inference_mode()`` (no autograd bookkeeping).
 """
@@ -62,43 +63,58 @@ def _pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, list[int]]:
     return x, spatial
 
 
-@torch.inference_mode()
-def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, batch_size: int = 16,
-                   tta_flips: bool = False, device: str | torch.device = "cpu",
-                   return_probs: bool = True) -> np.ndarray:
-    """Segment a preprocessed volume with a 2D (``context=0``) or 2.5D (``context=k``) network.
+def iter_slice_probs(model: torch.nn.Module, image: np.ndarray, context: int = 0, batch_size: int = 16,
+                     tta_flips: bool = False, device: str | torch.device = "cpu"):
+    """Yield ``(z, probs)`` batch by batch: slice indices ``z`` (B,) and their softmax ``(B, C, X, Y)``.
 
-    Args:
-        image: ``(X, Y, Z)`` float array, preprocessed exactly as in training.
-        context: k; the network gets ``2k+1`` channels (slices z-k..z+k, clamped at the ends).
-        batch_size: slices per forward pass.
-
-    Returns:
-        ``(C, X, Y, Z)`` float32 softmax probabilities, or ``(X, Y, Z)`` uint8 argmax labels if
-        ``return_probs`` is false.
+    The streaming core of :func:`predict_volume` and :func:`predict_case`: only one batch of
+    probabilities exists at a time, so a caller that reduces each batch (argmax, restore to the
+    original grid) never holds the ``(C, X, Y, Z)`` float volume (2.3 GB for 512×512×745×3 float32).
+    ``image`` is read one batch of slices at a time (no full copy); slice-major arrays
+    (:func:`ctseg_lib.preprocessing.slice_major`, the preprocessed layout) make that a contiguous read.
     """
     if image.ndim != 3:
         raise ValueError(f"expected an (X, Y, Z) volume, got shape {image.shape}")
     model.eval()
     device = torch.device(device)
     divisor = int(getattr(model, "size_divisor", 1))
-    vol = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
-    nz = vol.shape[2]
+    nz = image.shape[2]
+    with torch.inference_mode():
+        for start in range(0, nz, batch_size):
+            z = np.arange(start, min(nz, start + batch_size))
+            idx = context_indices(nz, z, context)                             # (B, 2k+1)
+            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.take(image, idx.ravel(), axis=2), 2, 0),
+                                                      dtype=np.float32))      # (B*(2k+1), X, Y)
+            x = x.reshape(*idx.shape, *image.shape[:2]).to(device)            # (B, 2k+1, X, Y)
+            x, (sx, sy) = _pad_to(x, divisor)
+            # NHWC: the layout oneDNN's CPU convolutions prefer; fastest when the model is channels_last too
+            # (load_model and train() do that): ~1.6x with 1 or 2 threads (benchmarks/bench_layout.py).
+            x = x.contiguous(memory_format=torch.channels_last)
+            yield z, softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()  # (B, C, X, Y)
+
+
+@torch.inference_mode()
+def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, batch_size: int = 16,
+                   tta_flips: bool = False, device: str | torch.device = "cpu",
+                   return_probs: bool = True, probs_dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """Segment a preprocessed volume with a 2D (``context=0``) or 2.5D (``context=k``) network.
+
+    Args:
+        image: ``(X, Y, Z)`` float array, preprocessed exactly as in training.
+        context: k; the network gets ``2k+1`` channels (slices z-k..z+k, clamped at the ends).
+        batch_size: slices per forward pass.
+        probs_dtype: dtype of the returned probabilities (``np.float16`` halves their memory).
+
+    Returns:
+        ``(C, X, Y, Z)`` softmax probabilities (``probs_dtype``), or ``(X, Y, Z)`` uint8 argmax
+        labels if ``return_probs`` is false (then no probability volume is ever held).
+    """
     probs: np.ndarray | None = None
-    labels = np.zeros(vol.shape, dtype=np.uint8)
-    for start in range(0, nz, batch_size):
-        z = np.arange(start, min(nz, start + batch_size))
-        idx = torch.as_tensor(context_indices(nz, z, context))          # (B, 2k+1)
-        x = vol[:, :, idx.flatten()].reshape(*vol.shape[:2], *idx.shape)  # (X, Y, B, 2k+1)
-        x = x.permute(2, 3, 0, 1).contiguous().to(device)                # (B, 2k+1, X, Y)
-        x, (sx, sy) = _pad_to(x, divisor)
-        # NHWC: the layout oneDNN's CPU convolutions prefer; fastest when the model is channels_last too
-        # (load_model and train() do that): ~1.6x with 1 or 2 threads (benchmarks/bench_layout.py).
-        x = x.contiguous(memory_format=torch.channels_last)
-        p = softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()      # (B, C, X, Y)
+    labels = None if return_probs else np.zeros(image.shape, dtype=np.uint8)
+    for z, p in iter_slice_probs(model, image, context, batch_size, tta_flips, device):
         if return_probs:
             if probs is None:
-                probs = np.zeros((p.shape[1], *vol.shape), dtype=np.float32)
+                probs = np.zeros((p.shape[1], *image.shape), dtype=probs_dtype)
             probs[:, :, :, z] = p.permute(1, 2, 3, 0).numpy()
         else:
             labels[:, :, z] = p.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)
@@ -180,9 +196,49 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
     return out[(slice(None), *[slice(0, s) for s in shape])]
 
 
-#: Above this many output values, restore argmax labels (nearest) instead of probabilities (linear):
-#: a 512×512×900 liver scan × 3 classes of float32 would need ~2.8 GB.
-_MAX_RESTORE_VALUES = 200_000_000
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For linear resizing ``n_in → n_out`` (centre-aligned, ``align_corners=False`` as in
+    :func:`ctseg_lib.preprocessing.resize`): per output index, the two input indices and the weight
+    of the second one (torch's rule: source ``max((o + 0.5) · n_in / n_out - 0.5, 0)``)."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+class _LabelRestorer:
+    """Probabilities on the preprocessed grid → uint8 labels on the original grid, a few slices at a time.
+
+    Equal to ``preprocessing.restore(probs, meta).argmax(0)`` (linear interpolation of the
+    probabilities, then argmax; background outside the body crop) but never holds more than a
+    chunk of float probabilities on the original grid: trilinear resizing is separable, so z is
+    interpolated per output slice from its two input slices and x, y per slice by bilinear resizing.
+    """
+
+    def __init__(self, meta: dict) -> None:
+        self.shape, self.cropped = tuple(meta["shape"]), tuple(meta["cropped_shape"])
+        self.box = tuple(slice(a, b) for a, b in meta["bbox"])
+        self.out = np.zeros(tuple(meta["original_shape"]), dtype=np.uint8)
+        self.i0, self.i1, self.w = _linear_taps(self.shape[2], self.cropped[2])
+        self.same_z = self.shape[2] == self.cropped[2]
+
+    def put(self, zc: np.ndarray, slabs: torch.Tensor) -> None:
+        """``slabs`` (B, C, x, y) float: probabilities of cropped-grid slices ``zc`` (already z-interpolated)."""
+        if tuple(slabs.shape[2:]) != self.cropped[:2]:
+            slabs = F.interpolate(slabs.float(), size=self.cropped[:2], mode="bilinear", align_corners=False)
+        lab = slabs.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)  # (x, y, B)
+        self.out[self.box[0], self.box[1], self.box[2].start + zc] = lab
+
+    def from_volume(self, probs: np.ndarray | torch.Tensor, chunk: int = 16) -> np.ndarray:
+        """All slices from a ``(C, X, Y, Z)`` probability volume on the preprocessed grid."""
+        probs = torch.as_tensor(probs)
+        for a in range(0, self.cropped[2], chunk):
+            zc = np.arange(a, min(self.cropped[2], a + chunk))
+            p0 = probs[:, :, :, torch.as_tensor(self.i0[zc])].float()
+            p1 = probs[:, :, :, torch.as_tensor(self.i1[zc])].float()
+            w = torch.as_tensor(self.w[zc])
+            self.put(zc, (p0 + (p1 - p0) * w).permute(3, 0, 1, 2))
+        return self.out
 
 
 def predict_case(model: torch.nn.Module, cfg, meta: dict, image: Volume, tta: bool = False,
@@ -190,24 +246,34 @@ def predict_case(model: torch.nn.Module, cfg, meta: dict, image: Volume, tta: bo
     """Segment one raw CT volume; returns uint8 labels ``(X, Y, Z)`` on its canonical original grid.
 
     The preprocessing recorded in the checkpoint (``meta["preprocess"]``, ``meta["normalizer"]``)
-    is re-applied, the network runs on that grid, and :func:`ctseg_lib.preprocessing.restore`
-    maps the class probabilities back (linear interpolation, then argmax).
+    is re-applied, the network runs on that grid, and the class probabilities are mapped back as
+    :func:`ctseg_lib.preprocessing.restore` does (linear interpolation, then argmax).
+
+    Memory: a 2D/2.5D network streams: each batch of slices is restored to the original grid and
+    reduced to labels at once when the preprocessing keeps the number of slices (the usual case);
+    otherwise the probabilities are kept in float16 and restored a few slices at a time.  Only
+    uint8 labels exist for the whole original volume (512×512×745: 7.5 GB peak before, see
+    ``benchmarks/bench_large_volume.py``).
     """
-    from .preprocessing import CTNormalizer, PreprocessParams, preprocess_case, restore
+    from .preprocessing import CTNormalizer, PreprocessParams, preprocess_case
 
     params = PreprocessParams.from_dict(meta["preprocess"])
     norm = CTNormalizer.from_dict(meta["normalizer"]) if meta.get("normalizer") else None
     pre = preprocess_case(image, None, params, norm)
+    restorer = _LabelRestorer(pre.meta)
     if cfg.model.spatial_dims == 2:
-        probs = predict_volume(model, pre.image, cfg.model.context, batch_size or cfg.val_batch_size,
-                               tta_flips=tta, device=device)
+        bs = batch_size or cfg.val_batch_size
+        if restorer.same_z:
+            for z, p in iter_slice_probs(model, pre.image, cfg.model.context, bs, tta, device):
+                restorer.put(z, p)
+            return restorer.out
+        probs = predict_volume(model, pre.image, cfg.model.context, bs, tta_flips=tta, device=device,
+                               probs_dtype=np.float16)
     else:
         vol = torch.from_numpy(np.ascontiguousarray(pre.image))[None]
         probs = sliding_window_inference(model, vol, tuple(cfg.data.patch_size), device=device,
-                                         tta_flips=tta).numpy()
-    if probs.shape[0] * np.prod(image.array.shape) > _MAX_RESTORE_VALUES:
-        return restore(probs.argmax(0).astype(np.uint8), pre.meta)
-    return restore(probs, pre.meta).argmax(0).astype(np.uint8)
+                                         tta_flips=tta)
+    return restorer.from_volume(probs)
 
 
 def save_prediction(path: str | Path, labels: np.ndarray, source: Volume) -> Path:
