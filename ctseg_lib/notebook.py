@@ -69,7 +69,8 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
     """Return an MSD-layout folder for ``task`` ("liver" or "lung").
 
     With ``CTSEG_DATA`` set, that is ``$CTSEG_DATA/Task03_Liver`` (or ``Task06_Lung``) and nothing
-    is generated.  Otherwise phantoms are generated once into ``book/_data/<task>_<cases>_<seed>``
+    is generated.  Otherwise phantoms are generated once into
+    ``book/_data/<task>_<cases>_<test_cases>_<seed>_g<generator version>``
     and reused (a marker file is written last, so an interrupted generation is redone).
     """
     folder = get_task(task).msd_folder  # raises for an unknown task
@@ -80,11 +81,12 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
             raise CTSegError(f"CTSEG_DATA is set but {folder}/dataset.json is missing "
                              f"(run: ctseg download --task {task} --out {env})", path)
         return path
-    from .data.synthetic import write_dataset
+    from .data.synthetic import GENERATOR_VERSION, write_dataset
 
     base = Path(root) if root is not None else DEFAULT_CACHE
     extra = "".join(f"_{k}{v}" for k, v in sorted(synth_kwargs.items()))
-    path = base / f"{task}_{cases}_{test_cases}_{seed}{extra}"
+    # the generator version in the name: a newer generator never reuses phantoms of an older one
+    path = base / f"{task}_{cases}_{test_cases}_{seed}_g{GENERATOR_VERSION}{extra}"
     marker = path / ".complete"
     if marker.exists():
         return path

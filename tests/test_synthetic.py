@@ -114,7 +114,13 @@ def test_lung_imbalance():
         free.append(1 - lab.any(axis=(0, 1)).mean())
         lung = (img < -700) & (img > -950)
         assert lung.mean() > 0.05  # lungs are large
-        assert img[lab == 1].mean() > img[lung].mean() + 400  # solid, despite partial volume at 5 mm voxels
+        # solid: far denser than lung.  At these coarse (~5 mm) voxels a tumour of < 30 voxels is all
+        # partial volume, so for those only its densest voxel must stand clearly above the lung.
+        tumour = img[lab == 1]
+        if tumour.size >= 30:
+            assert tumour.mean() > img[lung].mean() + 400
+        else:
+            assert tumour.max() > img[lung].mean() + 200
         assert img[lab == 1].max() < 150
     assert max(fracs) <= 0.002
     assert min(free) >= 0.6
@@ -176,3 +182,19 @@ def test_cli_synth(tmp_path, capsys):
     (foreign / "a").write_text("x")
     assert main(["synth", "--task", "lung", "--out", str(foreign), "--cases", "1"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_each_structure_has_its_own_random_stream(monkeypatch):
+    """Removing (or adding) an organ leaves every other structure as it was: the liver and tumour
+    labels of a phantom are identical with and without bowel.  (Planted variant: one generator shared
+    by all organs — then the bowel's draws shift the liver's and the labels change.)"""
+    from ctseg_lib.data import phantom_abdomen
+    from ctseg_lib.data.phantom_shapes import organ_streams
+
+    s1, s2 = organ_streams(np.random.default_rng(3)), organ_streams(np.random.default_rng(3))
+    s1("heart").random(100)  # drawing from one stream does not move another
+    assert s1("liver").random() == s2("liver").random() and s1("liver").random() != s1("spleen").random()
+    _, with_bowel, _ = generate_case("liver", seed=11, index=2, scale=0.5, orientation="RAS")
+    monkeypatch.setattr(phantom_abdomen, "_bowel", lambda *a, **k: None)
+    image, without, _ = generate_case("liver", seed=11, index=2, scale=0.5, orientation="RAS")
+    assert (with_bowel > 0).any() and np.array_equal(with_bowel, without)

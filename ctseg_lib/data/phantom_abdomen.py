@@ -20,14 +20,13 @@ from .phantom_shapes import (
     body_section,
     capsule,
     ellipsoid,
+    organ_streams,
     paint_ribs,
     paint_spine,
     paint_table,
     posterior_angle,
     smooth_noise,
 )
-
-LABELS = {"0": "background", "1": "liver", "2": "cancer"}
 
 
 def dome(g: Grid, ac: float, bc: float, left_drop: float) -> np.ndarray:
@@ -41,60 +40,70 @@ def dome(g: Grid, ac: float, bc: float, left_drop: float) -> np.ndarray:
 def draw_abdomen(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas:
     """Paint one abdomen with body half-axes ``a`` (lateral) × ``b`` (antero-posterior) mm."""
     cv = Canvas(g.shape)
-    fat, wall = rng.uniform(8, 35) * a / 165, rng.uniform(7, 14)
+    stream = organ_streams(rng)  # one random stream per structure (see organ_streams)
+    body = stream("body")
+    fat, wall = body.uniform(8, 35) * a / 165, body.uniform(7, 14)
     ac, bc = a - fat - wall, b - fat - wall  # half-axes of the abdominal cavity
     rho = body_section(g, a, b)
     rho_m = body_section(g, a - fat, b - fat)
     rho_c = body_section(g, ac, bc)
     full = (slice(None),) * 3
-    fat_hu = rng.uniform(-115, -90)
+    fat_hu = body.uniform(-115, -90)
     cv.paint(full, (rho <= 1)[..., None], fat_hu)
-    cv.paint(full, (rho_m <= 1)[..., None], rng.uniform(40, 60))  # abdominal wall muscles
+    cv.paint(full, (rho_m <= 1)[..., None], body.uniform(40, 60))  # abdominal wall muscles
     cavity = (rho_c <= 1)[..., None]
     cv.paint(full, cavity, fat_hu + 10)  # intra-abdominal fat
     yv = -b + fat + 62  # vertebral body centre: behind it canal, laminae, paraspinal muscles
-    rv = rng.uniform(17, 22)
+    spine = stream("spine")
+    rv = spine.uniform(17, 22)
 
     # Thorax above the diaphragm: lung bases, heart.  Below: abdominal organs.
-    zd = dome(g, ac, bc, rng.uniform(5, 20))[..., None]
+    zd = dome(g, ac, bc, stream("diaphragm").uniform(5, 20))[..., None]
     z = g.z[None, None, :]
     above = cavity & (z > zd)
-    lung = rng.uniform(-880, -820) + 15 * smooth_noise(rng, g.shape, (8, 8, 4))
+    lung_rng = stream("lung")
+    lung = lung_rng.uniform(-880, -820) + 15 * smooth_noise(lung_rng, g.shape, (8, 8, 4))
     cv.paint(full, above, lung)
     cv.paint(full, cavity & (np.abs(z - zd + 2) < 2.5), 50)  # diaphragm muscle
     sl, q = ellipsoid(g, (-0.2 * ac, 0.25 * bc, 55), (0.45 * ac, 0.5 * bc, 60))
     if sl is not None:
-        cv.paint(sl, q <= 1, rng.uniform(110, 140))  # heart (blood pool, venous phase)
+        cv.paint(sl, q <= 1, stream("heart").uniform(110, 140))  # heart (blood pool, venous phase)
 
-    _bowel(cv, g, rng, ac, bc, yv)
+    _bowel(cv, g, stream("bowel"), ac, bc, yv)
     # Stomach (left upper quadrant) with an air-fluid level: gas rises anteriorly in a supine patient.
+    stomach = stream("stomach")
     c = (-0.4 * ac, 0.2 * bc, -60)
     sl, q = ellipsoid(g, c, (0.3 * ac, 0.35 * bc, 45), angle=0.4)
     if sl is not None:
         _, y, _ = g.coords(sl)
         cv.paint(sl, q <= 1, 45)
         inner = q <= 0.8
-        cv.paint(sl, inner, rng.uniform(0, 25))
-        cv.paint(sl, inner & (y > c[1] + rng.uniform(0, 0.25) * bc), -1000)
+        cv.paint(sl, inner, stomach.uniform(0, 25))
+        cv.paint(sl, inner & (y > c[1] + stomach.uniform(0, 0.25) * bc), -1000)
 
-    liver_hu = rng.uniform(95, 115)
-    _liver(cv, g, rng, ac, bc, zd, liver_hu)
-    spleen_hu = liver_hu + rng.uniform(5, 15)
+    liver = stream("liver")
+    liver_hu = liver.uniform(95, 115)
+    _liver(cv, g, liver, ac, bc, zd, liver_hu)
+    _gallbladder(cv, g, stream("gallbladder"), ac, bc)
+    draw_tumours(cv, g, stream("tumours"), liver_box(g, ac, bc), liver_hu)
+    spleen_hu = liver_hu + stream("spleen").uniform(5, 15)
     sl, q = ellipsoid(g, (-0.62 * ac, -0.3 * bc, -55), (0.22 * ac, 0.42 * bc, 50), angle=-0.5)
     if sl is not None:
         cv.paint(sl, (q <= 1) & (g.z[None, None, sl[2]] < zd[sl[0], sl[1]] - 3), spleen_hu)
+    kidney = stream("kidneys")
     for side, zc in ((1, -165), (-1, -150)):  # the right kidney lies lower, pushed down by the liver
-        c = (side * (rv + 42), yv + 8, zc + rng.uniform(-15, 15))
+        c = (side * (rv + 42), yv + 8, zc + kidney.uniform(-15, 15))
         sl, q = ellipsoid(g, c, (26, 22, 55), angle=side * 0.5)
         if sl is not None:
-            cv.paint(sl, q <= 1, rng.uniform(150, 190))  # cortex
-            cv.paint(sl, q <= 0.45, rng.uniform(110, 130))  # medulla
+            cv.paint(sl, q <= 1, kidney.uniform(150, 190))  # cortex
+            cv.paint(sl, q <= 0.45, kidney.uniform(110, 130))  # medulla
             x, _, _ = g.coords(sl)
             cv.paint(sl, (q <= 0.35) & (side * (x - c[0]) < -8), fat_hu)  # renal sinus fat
     # Great vessels: aorta left-anterior of the spine, IVC to the right (it runs behind the liver).
-    aorta_hu = rng.uniform(150, 230)
-    for cx, cy, r, hu, top in ((-14, yv + rv + 14, rng.uniform(10, 13), aorta_hu, g.z[-1] + 5),
-                               (24, yv + rv + 16, rng.uniform(10, 13), liver_hu + 15, 20.0)):
+    vessels = stream("vessels")
+    aorta_hu = vessels.uniform(150, 230)
+    for cx, cy, r, hu, top in ((-14, yv + rv + 14, vessels.uniform(10, 13), aorta_hu, g.z[-1] + 5),
+                               (24, yv + rv + 16, vessels.uniform(10, 13), liver_hu + 15, 20.0)):
         sl, d = capsule(g, (cx, cy, g.z[0] - 5), (cx, cy, top), r)
         if sl is not None:
             cv.paint(sl, d <= r, hu)
@@ -105,19 +114,24 @@ def draw_abdomen(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canva
         sl, q = ellipsoid(g, (side * 38, yv - rv - 22, -100), (32, 26, 400))  # paraspinal muscles
         if sl is not None:
             cv.paint(sl, q <= 1, 55)
-    paint_spine(cv, g, yv, rv, rng)
+    paint_spine(cv, g, yv, rv, spine)
+    ribs = stream("ribs")
     rm, reff = body_section(g, a - fat, b - fat), np.hypot(a - fat, b - fat) / np.sqrt(2)
-    z_post = np.arange(8) * -rng.uniform(24, 28) + rng.uniform(40, 60)
-    paint_ribs(cv, g, rm, reff, posterior_angle(g, a, b), z_post, rng.uniform(110, 150),
-               np.linspace(2.9, 1.2, 8), rng)
-    paint_table(cv, g, -b, rng)
+    z_post = np.arange(8) * -ribs.uniform(24, 28) + ribs.uniform(40, 60)
+    paint_ribs(cv, g, rm, reff, posterior_angle(g, a, b), z_post, ribs.uniform(110, 150),
+               np.linspace(2.9, 1.2, 8), ribs)
+    paint_table(cv, g, -b, stream("table"))
     return cv
 
 
+def liver_box(g: Grid, ac: float, bc: float) -> tuple[slice, ...] | None:
+    """The box (array slices) that holds the liver of a cavity with half-axes ``ac`` × ``bc`` mm."""
+    return g.box((-0.6 * ac, -bc, -230.0), (ac, bc, 5.0))
+
+
 def _liver(cv: Canvas, g: Grid, rng, ac: float, bc: float, zd: np.ndarray, hu: float) -> None:
-    """Liver (right lobe + left lobe, irregular outline, vessels) and 0-6 hypodense tumours."""
-    lo, hi = (-0.6 * ac, -bc, -230.0), (ac, bc, 5.0)
-    sl = g.box(lo, hi)
+    """Liver (right lobe + left lobe, irregular outline, vessels), label 1."""
+    sl = liver_box(g, ac, bc)
     if sl is None:
         return
     x, y, z = g.coords(sl)
@@ -131,15 +145,19 @@ def _liver(cv: Canvas, g: Grid, rng, ac: float, bc: float, zd: np.ndarray, hu: f
     vessels = (np.abs(n1) < 0.12) & (np.abs(n2) < 0.3)  # portal / hepatic veins: tube-like curves
     tex = np.where(vessels, hu + rng.uniform(30, 60), tex)
     cv.paint(sl, mask, tex, label=1)
-    if rng.random() < 0.7:  # gallbladder: bile ≈ 0-20 HU under the liver, not part of the liver label
+
+
+def _gallbladder(cv: Canvas, g: Grid, rng, ac: float, bc: float) -> None:
+    """In 70 % of cases: bile ≈ 0-20 HU under the liver, not part of the liver label."""
+    if rng.random() < 0.7:
         gc = (0.15 * ac, 0.45 * bc, -115 + rng.uniform(-10, 10))
         gsl, q = ellipsoid(g, gc, (15, 20, 35), angle=0.6)
         if gsl is not None:
             cv.paint(gsl, q <= 1, rng.uniform(0, 20))
-    draw_tumours(cv, g, rng, sl, hu)
 
 
-def draw_tumours(cv: Canvas, g: Grid, rng: np.random.Generator, sl: tuple[slice, ...], liver_hu: float) -> None:
+def draw_tumours(cv: Canvas, g: Grid, rng: np.random.Generator, sl: tuple[slice, ...] | None,
+                 liver_hu: float) -> None:
     """Paint 0-6 lobulated hypodense lesions (8-60 mm across), some with an enhancing rim; label 2 ⊂ liver.
 
     ``cv`` is the canvas (HU float, label uint8, both ``(X, Y, Z)``) whose label 1 inside the box ``sl``
@@ -149,6 +167,8 @@ def draw_tumours(cv: Canvas, g: Grid, rng: np.random.Generator, sl: tuple[slice,
     out because a CPU-sized model at ~2 mm pixels cannot resolve them in a few minutes of training.
     """
     n = int(rng.choice(7, p=[0.2, 0.25, 0.2, 0.12, 0.1, 0.07, 0.06]))
+    if sl is None:
+        return
     sub = cv.lab[sl]
     idx = np.flatnonzero(sub == 1)
     if n == 0 or idx.size == 0:

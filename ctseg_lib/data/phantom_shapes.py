@@ -10,6 +10,8 @@ and broadcasting them along ``z``; only :func:`form_image` filters the whole vol
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +67,22 @@ class Canvas:
         sub[mask] = value[mask] if np.ndim(value) else value
         if label is not None:
             self.lab[sl][mask] = label
+
+
+def organ_streams(rng: np.random.Generator) -> Callable[[str], np.random.Generator]:
+    """Independent random streams, one per named structure: ``stream = organ_streams(rng); stream("liver")``.
+
+    One draw from ``rng`` seeds a root; ``stream(name)`` is ``default_rng([root, crc32(name)])``, the
+    same generator for the same name however many other structures draw before it.  So adding an
+    organ, or changing how many numbers one organ draws, leaves every other structure of every
+    phantom as it was (with one shared generator, any change reshuffles everything after it).
+    """
+    root = int(rng.integers(2**63))
+
+    def stream(name: str) -> np.random.Generator:
+        return np.random.default_rng([root, zlib.crc32(name.encode())])
+
+    return stream
 
 
 def ellipsoid(g: Grid, c, r, angle: float = 0.0):

@@ -19,6 +19,7 @@ from .phantom_shapes import (
     body_section,
     capsule,
     ellipsoid,
+    organ_streams,
     paint_ribs,
     paint_spine,
     paint_table,
@@ -30,16 +31,19 @@ from .phantom_shapes import (
 def draw_thorax(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas:
     """Paint one chest with body half-axes ``a`` (lateral) × ``b`` (antero-posterior) mm."""
     cv = Canvas(g.shape)
-    fat, wall = rng.uniform(5, 25) * a / 165, rng.uniform(12, 20)
+    stream = organ_streams(rng)  # one random stream per structure (see organ_streams)
+    body = stream("body")
+    fat, wall = body.uniform(5, 25) * a / 165, body.uniform(12, 20)
     ac, bc = a - fat - wall, b - fat - wall
     full = (slice(None),) * 3
     x, y, z = g.x[:, None, None], g.y[None, :, None], g.z[None, None, :]
-    cv.paint(full, (body_section(g, a, b) <= 1)[..., None], rng.uniform(-115, -90))
-    cv.paint(full, (body_section(g, a - fat, b - fat) <= 1)[..., None], rng.uniform(40, 60))
+    cv.paint(full, (body_section(g, a, b) <= 1)[..., None], body.uniform(-115, -90))
+    cv.paint(full, (body_section(g, a - fat, b - fat) <= 1)[..., None], body.uniform(40, 60))
     rho_c = body_section(g, ac, bc)[..., None]
     cavity = rho_c <= 1
     cv.paint(full, cavity, -90)  # mediastinal fat
-    yv, rv = -b + fat + 52, rng.uniform(14, 18)
+    spine = stream("spine")
+    yv, rv = -b + fat + 52, spine.uniform(14, 18)
 
     # Lungs: cavity above the diaphragm, tapering to the apices, minus the mediastinum.
     zd = (np.maximum(-120 - 60 * ((x - 0.35 * ac) / ac) ** 2, -135 - 60 * ((x + 0.4 * ac) / ac) ** 2)
@@ -49,24 +53,27 @@ def draw_thorax(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas
     medi = ((x + 5) / wm) ** 2 + ((y - 0.1 * bc) / (0.95 * bc)) ** 2 <= 1
     spine_zone = (np.abs(x) < rv + 14) & (y < yv + rv + 8)
     lung = cavity & (z > zd) & (rho_c < apex) & ~medi & ~spine_zone
-    lung_hu = (rng.uniform(-880, -830) + 40 * np.clip(-y / bc, 0, 1)
-               + 12 * smooth_noise(rng, g.shape, (6, 6, 3)))
+    lung_rng = stream("lung")
+    lung_hu = (lung_rng.uniform(-880, -830) + 40 * np.clip(-y / bc, 0, 1)
+               + 12 * smooth_noise(lung_rng, g.shape, (6, 6, 3)))
     cv.paint(full, lung, lung_hu)
-    cv.paint(full, cavity & (z <= zd - 4), rng.uniform(50, 65))  # liver/spleen dome below the diaphragm
+    # liver/spleen dome below the diaphragm
+    cv.paint(full, cavity & (z <= zd - 4), stream("upper abdomen").uniform(50, 65))
     sl, q = ellipsoid(g, (-0.45 * ac, 0.1 * bc, -190), (0.3 * ac, 0.35 * bc, 40))
     if sl is not None:
         cv.paint(sl, (q <= 1) & (g.z[None, None, sl[2]] < zd[sl[0], sl[1]] - 6), -1000)  # gastric gas
 
-    contrast = rng.random() < 0.6
-    blood = rng.uniform(150, 250) if contrast else rng.uniform(35, 50)
+    heart = stream("heart and vessels")
+    contrast = heart.random() < 0.6
+    blood = heart.uniform(150, 250) if contrast else heart.uniform(35, 50)
     hc = (-0.2 * ac, 0.3 * bc, -80)
-    for scale, hu in ((1.12, -90), (1.0, rng.uniform(40, 60)), (0.72, blood)):  # fat, myocardium, blood
+    for scale, hu in ((1.12, -90), (1.0, heart.uniform(40, 60)), (0.72, blood)):  # fat, myocardium, blood
         sl, q = ellipsoid(g, hc, (0.42 * ac * scale, 0.5 * bc * scale, 55 * scale), angle=0.5)
         if sl is not None:
             cv.paint(sl, q <= 1, hu)
     ya = yv + rv + 13
     arch = [(10, 0.3 * bc, -50), (8, 0.28 * bc, 25), (-2, 0.15 * bc, 42), (-18, ya + 4, 35), (-18, ya, -300)]
-    _tube(cv, g, arch, rng.uniform(11, 15), blood)  # ascending aorta, arch, descending aorta
+    _tube(cv, g, arch, heart.uniform(11, 15), blood)  # ascending aorta, arch, descending aorta
     _tube(cv, g, [(-12, 0.35 * bc, -60), (-20, 0.2 * bc, -10)], 13, blood)  # pulmonary trunk
     _tube(cv, g, [(30, 0.2 * bc, 120), (28, 0.2 * bc, -40)], 9, blood)  # superior vena cava
     _tube(cv, g, [(-6, yv + rv + 6, 200), (-10, yv + rv + 6, -300)], 7, 40)  # oesophagus
@@ -75,27 +82,29 @@ def draw_thorax(g: Grid, rng: np.random.Generator, a: float, b: float) -> Canvas
         _tube(cv, g, [(0, yt, 250), (0, yt, 0), (45, yt - 5, -20)], 9 + wall_r, hu)
         _tube(cv, g, [(0, yt, 0), (-45, yt - 5, -28)], 7 + wall_r, hu)
 
-    vessel_hu = blood if contrast else rng.uniform(30, 50)
+    lung_vessels = stream("lung vessels")
+    vessel_hu = blood if contrast else lung_vessels.uniform(30, 50)
     # Peripheral vessels: where two smooth random fields are both near zero lies a set of curved
     # tubes (intersection of two level surfaces); thinner towards the pleura, like real vessels.
-    n1, n2 = (smooth_noise(rng, g.shape, [20 / s for s in g.spacing]) for _ in range(2))
+    n1, n2 = (smooth_noise(lung_vessels, g.shape, [20 / s for s in g.spacing]) for _ in range(2))
     eps = 0.1 * (1.2 - 0.7 * rho_c)
     cv.paint(full, lung & (np.abs(n1) < eps) & (np.abs(n2) < eps), vessel_hu - 20)
-    nodes = _vessel_tree(cv, g, lung, rng, vessel_hu, ac, bc)
-    _tumour(cv, g, lung, rng, nodes, ac)
-    paint_spine(cv, g, yv, rv, rng)
+    nodes = _vessel_tree(cv, g, lung, lung_vessels, vessel_hu, ac, bc)
+    _tumour(cv, g, lung, stream("tumour"), nodes, ac)
+    paint_spine(cv, g, yv, rv, spine)
+    bones = stream("ribs, sternum, scapulae")
     rr = body_section(g, ac + 7, bc + 7)
-    z_post = 120 - np.arange(12) * rng.uniform(22, 26)
+    z_post = 120 - np.arange(12) * bones.uniform(22, 26)
     paint_ribs(cv, g, rr, np.hypot(ac, bc) / np.sqrt(2), posterior_angle(g, ac, bc), z_post,
-               rng.uniform(80, 110), np.linspace(2.8, 2.2, 12), rng, depth=0.0)
+               bones.uniform(80, 110), np.linspace(2.8, 2.2, 12), bones, depth=0.0)
     sl = g.box((-15, bc + 2, -110), (15, bc + 16, 70))
     if sl is not None:  # sternum
         xs, ys, _ = g.coords(sl)
-        cv.paint(sl, (xs / 14) ** 2 + ((ys - bc - 9) / 6) ** 2 <= 1, rng.uniform(250, 400))
+        cv.paint(sl, (xs / 14) ** 2 + ((ys - bc - 9) / 6) ** 2 <= 1, bones.uniform(250, 400))
     phi = posterior_angle(g, ac, bc)[..., None]
     scap = (np.abs(body_section(g, ac + 22, bc + 22)[..., None] - 1) < 0.025) & (phi > 0.5) & (phi < 1.25)
-    cv.paint(full, scap & (z > -60), rng.uniform(400, 600))
-    paint_table(cv, g, -b, rng)
+    cv.paint(full, scap & (z > -60), bones.uniform(400, 600))
+    paint_table(cv, g, -b, stream("table"))
     return cv
 
 

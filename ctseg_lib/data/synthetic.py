@@ -31,6 +31,10 @@ from ..tasks import get_task
 from .nifti import save_nifti
 from .phantom_shapes import Grid, form_image
 
+#: Version of the phantom generator: bumped whenever the same (task, seed, index) draws a different
+#: phantom, so cached phantom folders (``ctseg_lib.notebook.get_dataset``) are regenerated.
+#: 2: one random stream per structure (``phantom_shapes.organ_streams``).
+GENERATOR_VERSION = 2
 #: Marker file that identifies a folder written by :func:`write_dataset` (safe to overwrite).
 MARKER = ".ctseg_synth.json"
 SLICE_MM = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
@@ -137,7 +141,8 @@ def write_dataset(task: str, out: str | Path, cases: int, seed: int = 0, test_ca
         raise CTSegError("folder is not empty and was not written by 'ctseg synth'; "
                          "choose an empty folder or pass --overwrite", out)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"task": task, "cases": cases, "test_cases": test_cases, "seed": seed, "scale": scale}
+    params = {"task": task, "cases": cases, "test_cases": test_cases, "seed": seed, "scale": scale,
+              "generator_version": GENERATOR_VERSION}
     write_json_atomic(out / MARKER, params)
     p = spec.name
     training = [{"image": f"./imagesTr/{p}_{i}.nii.gz", "label": f"./labelsTr/{p}_{i}.nii.gz"}
