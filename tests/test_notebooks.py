@@ -101,7 +101,9 @@ def test_parallel_executor_knows_every_chapter_and_its_dependencies():
     assert stems == [Path(f).name for f in toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
                      if (ROOT / f"{f}.ipynb").is_file()]
     assert set(execute_book.AFTER) | set(execute_book.AFTER.values()) <= set(stems)
-    assert set(execute_book.expected_seconds()) == set(stems), "record every chapter's time (schedule)"
+    # Recorded times only order the schedule (a chapter without one is assumed to take 60 s), so a new
+    # chapter needs none; a recorded time for a chapter that no longer exists is stale.
+    assert set(execute_book.expected_seconds()) <= set(stems), "book_times.json names a removed chapter"
     # every chapter that loads the shared book model comes after the chapter that trains it
     for stem in stems:
         source = "".join(c.source for c in nbformat.read(ROOT / "book" / f"{stem}.ipynb", 4).cells)
