@@ -44,8 +44,9 @@ def test_trainer_and_sampler_functions_are_short(name):
 
 def test_training_defines_no_dataset_of_its_own():
     """One sampling pipeline: train() draws from the chapter-3 datasets (no Dataset subclass here)."""
-    import ctseg_lib.training as T
     from torch.utils.data import Dataset
+
+    import ctseg_lib.training as T
 
     own = [n for n, v in vars(T).items() if isinstance(v, type) and issubclass(v, Dataset)
            and v.__module__ == T.__name__]
