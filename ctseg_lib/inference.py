@@ -79,10 +79,11 @@ def iter_slice_probs(model: torch.nn.Module, image: np.ndarray, context: int = 0
     device = torch.device(device)
     divisor = int(getattr(model, "size_divisor", 1))
     nz = image.shape[2]
-    with torch.inference_mode():
-        for start in range(0, nz, batch_size):
-            z = np.arange(start, min(nz, start + batch_size))
-            idx = context_indices(nz, z, context)                             # (B, 2k+1)
+    for start in range(0, nz, batch_size):
+        z = np.arange(start, min(nz, start + batch_size))
+        idx = context_indices(nz, z, context)                                 # (B, 2k+1)
+        # inference mode per batch, not around the yield: the caller's code between batches keeps its own mode
+        with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.take(image, idx.ravel(), axis=2), 2, 0),
                                                       dtype=np.float32))      # (B*(2k+1), X, Y)
             x = x.reshape(*idx.shape, *image.shape[:2]).to(device)            # (B, 2k+1, X, Y)
@@ -90,7 +91,8 @@ def iter_slice_probs(model: torch.nn.Module, image: np.ndarray, context: int = 0
             # NHWC: the layout oneDNN's CPU convolutions prefer; fastest when the model is channels_last too
             # (load_model and train() do that): ~1.6x with 1 or 2 threads (benchmarks/bench_layout.py).
             x = x.contiguous(memory_format=torch.channels_last)
-            yield z, softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()  # (B, C, X, Y)
+            p = softmax_tta(model, x, tta_flips)[:, :, :sx, :sy].cpu()       # (B, C, X, Y)
+        yield z, p
 
 
 @torch.inference_mode()

@@ -113,3 +113,13 @@ def test_ctnormalizer_meta_still_used():
     a = predict_case(Smooth(), cfg, meta, img)
     meta["normalizer"] = CTNormalizer(lower=-100, upper=300, mean=-500, std=80).to_dict()
     assert not np.array_equal(a, predict_case(Smooth(), cfg, meta, img))
+
+
+def test_iter_slice_probs_does_not_leak_inference_mode():
+    from ctseg_lib.inference import iter_slice_probs
+
+    it = iter_slice_probs(Smooth(), np.zeros((8, 8, 5), np.float32), batch_size=2)
+    z, p = next(it)
+    assert not torch.is_inference_mode_enabled()  # the caller's code between batches runs normally
+    assert z.tolist() == [0, 1] and tuple(p.shape) == (2, 3, 8, 8)
+    assert sum(len(z) for z, _ in it) == 3
