@@ -178,7 +178,6 @@ def test_check_refuses_to_accept_a_listed_wrong_answer(capsys):
 
 
 # ----------------------------------------------------------------------------------- computed numbers
-FENCE = re.compile(r"^(`{3,})(?!\{)[^\n]*\n.*?^\1[ \t]*$", re.S | re.M)  # code fences, not ```{directive}
 MATH_BLOCK = re.compile(r"\$\$.*?\$\$", re.S)
 MATH_INLINE = re.compile(r"\$[^$\n]+\$")
 ROLE = re.compile(r"\{[\w:-]+\}`[^`]*`")  # {glue:text}`x:.3f`, {math}`...`, {cite}`...`
@@ -201,8 +200,32 @@ ALLOWED = [
 ]
 
 
+def _drop_code_fences(text: str) -> str:
+    """Blank the lines of code fences (```python ... ```), keep directives (```{exercise} ... ```)."""
+    out, directives, code = [], [], None
+    for line in text.splitlines():
+        m = re.match(r"^(`{3,})(.*)$", line.strip())
+        if code is not None:  # inside a code fence: drop, until its closing fence
+            if m and m.group(1) == code and not m.group(2).strip():
+                code = None
+            out.append("")
+        elif m and m.group(2).strip().startswith("{"):  # a directive opens
+            directives.append(m.group(1))
+            out.append("")
+        elif m and not m.group(2).strip() and directives and directives[-1] == m.group(1):  # a directive closes
+            directives.pop()
+            out.append("")
+        elif m:  # a code fence opens
+            code = m.group(1)
+            out.append("")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def _strip_code_and_math(text: str) -> str:
-    for pattern in (FENCE, MATH_BLOCK, MATH_INLINE, ROLE, CODE_SPAN, OPTION):
+    text = _drop_code_fences(text)
+    for pattern in (MATH_BLOCK, MATH_INLINE, ROLE, CODE_SPAN, OPTION):
         text = pattern.sub(" ", text)
     return text
 
@@ -222,6 +245,8 @@ def test_typed_number_scanner():
     assert typed_numbers("nnU-Net reaches 0.96 {cite}`isensee2021nnunet`") == []
     assert typed_numbers("```python\nx = 0.5\n```\nand 99.9 %") == ["99.9 %"]
     assert typed_numbers("```{exercise} T\n:label: a\nwhy 0.25?\n```") == ["0.25"]
+    assert typed_numbers("```{exercise} T\nx\n```\n\n```{hint}\np = 0.95\n```\n````{solution} a\n```python\n"
+                         "y = 0.5\n```\nso 0.75\n````") == ["0.95", "0.75"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
