@@ -346,3 +346,20 @@ def test_site_config_avoids_the_console_errors():
     assert conf["html_theme_options"]["default_mode"] in ("light", "dark", "auto")
     assert conf["html_theme_options"]["launch_buttons"]["colab_url"]  # merged, not replaced
     assert (ROOT / conf["html_favicon"]).is_file()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_glue_reference_is_glued_in_the_chapter(path):
+    """``{glue:text}`name:fmt``` needs ``glue("name", ...)`` in a code cell of the same notebook (f-string
+    names like ``f"roi_{key}"`` match any word; a name glued through a variable must at least appear in
+    the code), and a format spec Python understands."""
+    nb = _read(path)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    defined = [re.sub(r"\\\{\w+\\\}", r"\\w+", re.escape(n)) for n in re.findall(r'glue\(f?"([^"]+)"', code)]
+    if re.search(r"glue\((?!f?\")", code):  # glue(name, ...) with a variable name
+        defined += [re.escape(n) for n in set(re.findall(r"\w+", code))]
+    for ref in re.findall(r"\{glue:text\}`([^`]*)`", _markdown(nb)):
+        name, _, spec = ref.partition(":")
+        assert any(re.fullmatch(d, name) for d in defined), f"{path.name}: {name!r} is never glued"
+        if spec:
+            format(1.5, spec)  # raises ValueError on a malformed spec such as ".1f}"
