@@ -119,7 +119,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, context: int = 0, 
                 probs = np.zeros((p.shape[1], *image.shape), dtype=probs_dtype)
             probs[:, :, :, z] = p.permute(1, 2, 3, 0).numpy()
         else:
-            labels[:, :, z] = p.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)
+            labels[:, :, z] = argmax_uint8(p).permute(1, 2, 0).numpy()
     return probs if return_probs else labels
 
 
@@ -198,6 +198,21 @@ def sliding_window_inference(model: torch.nn.Module, volume: torch.Tensor, roi_s
     return out[(slice(None), *[slice(0, s) for s in shape])]
 
 
+def argmax_uint8(p: torch.Tensor) -> torch.Tensor:
+    """``p.argmax(1)`` as uint8 for ``(N, C, ...)`` scores (C ≤ 256), first maximum wins like argmax.
+
+    One comparison per class: torch's ``argmax(1)`` over an NCHW tensor measured 7x slower
+    (0.81 s vs 0.11 s for 32×3×410×310 on one thread), and in streaming prediction it ran once per batch.
+    """
+    best = p[:, 0]
+    idx = torch.zeros(best.shape, dtype=torch.uint8, device=p.device)
+    for c in range(1, p.shape[1]):
+        pc = p[:, c]
+        idx.masked_fill_(pc > best, c)
+        best = torch.maximum(best, pc)
+    return idx
+
+
 def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For linear resizing ``n_in → n_out`` (centre-aligned, ``align_corners=False`` as in
     :func:`ctseg_lib.preprocessing.resize`): per output index, the two input indices and the weight
@@ -228,7 +243,7 @@ class _LabelRestorer:
         """``slabs`` (B, C, x, y) float: probabilities of cropped-grid slices ``zc`` (already z-interpolated)."""
         if tuple(slabs.shape[2:]) != self.cropped[:2]:
             slabs = F.interpolate(slabs.float(), size=self.cropped[:2], mode="bilinear", align_corners=False)
-        lab = slabs.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)  # (x, y, B)
+        lab = argmax_uint8(slabs).permute(1, 2, 0).numpy()  # (x, y, B)
         self.out[self.box[0], self.box[1], self.box[2].start + zc] = lab
 
     def from_volume(self, probs: np.ndarray | torch.Tensor, chunk: int = 16) -> np.ndarray:

@@ -123,3 +123,14 @@ def test_iter_slice_probs_does_not_leak_inference_mode():
     assert not torch.is_inference_mode_enabled()  # the caller's code between batches runs normally
     assert z.tolist() == [0, 1] and tuple(p.shape) == (2, 3, 8, 8)
     assert sum(len(z) for z, _ in it) == 3
+
+
+def test_argmax_uint8_equals_argmax_including_ties():
+    from ctseg_lib.inference import argmax_uint8
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randint(0, 3, (4, 5, 7, 6), generator=g).float()  # many ties: the first maximum must win
+    for x in (p, p.contiguous(memory_format=torch.channels_last)):
+        got = argmax_uint8(x)
+        assert got.dtype == torch.uint8
+        assert torch.equal(got, x.argmax(1).to(torch.uint8))
