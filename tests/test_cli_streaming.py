@@ -134,3 +134,15 @@ def test_argmax_uint8_equals_argmax_including_ties():
         got = argmax_uint8(x)
         assert got.dtype == torch.uint8
         assert torch.equal(got, x.argmax(1).to(torch.uint8))
+
+
+def test_bench_large_volume_variants_agree_on_a_tiny_volume():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_large_volume as bench
+
+    rows = [bench.one(v, (64, 64, 5), threads=1, batch=4) for v in ("streaming", "before")]
+    assert rows[0]["foreground_voxels"] == rows[1]["foreground_voxels"] > 0
+    assert all(r["peak_rss_gb"] > 0 and r["seconds"] >= 0 for r in rows)
