@@ -4,6 +4,10 @@ A forked child process rewrites one destination in a loop, alternating two versi
 ctseg_lib.io helpers; the parent SIGKILLs it at a random moment, then hashes the destination.  A
 plain ``open(dest, "wb")`` fails this test (a truncated file is visible), see
 ``test_the_kill_harness_detects_non_atomic_writes``.
+
+A random delay cannot prove that a kill landed *inside* a write, so the ``*_mid_write_*`` tests make the
+child pause at a known point (after part of the data; after all of it, just before the rename) and tell
+the parent through a pipe; the parent checks that the new data sits in a temporary file, then kills it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -118,6 +123,121 @@ def test_the_kill_harness_detects_non_atomic_writes(tmp_path):
         for seed in range(6):
             _kill_trials(tmp_path, "naive", 2, random.Random(seed), ".bin")
 
+
+
+# -- kills that provably land mid-write ----------------------------------------------------------------
+# The random-delay harness above cannot tell whether a kill hit a write or the gap between two writes.
+# Here the child pauses at a known point *inside* a write and tells the parent through a pipe; the parent
+# checks that the new data is sitting in a temporary file at that moment, then kills the child.
+def _pause_and_signal(w: int) -> None:
+    os.write(w, b"!")
+    time.sleep(600)  # the parent kills us here
+
+
+def _paused_child(kind: str, dest: Path, where: str, w: int) -> None:
+    """Child body: start writing version 1 of ``kind`` and pause ``where`` ("mid-data" | "before-rename")."""
+    if where == "before-rename":  # all new bytes are in the temp file; the os.replace has not happened
+        os.fsync = lambda fd: _pause_and_signal(w)  # only in this forked child
+        _write(kind, dest, 1)
+    elif kind == "npy":  # part of the data written through atomic_write
+        with atomic_write(dest, "wb") as f:
+            f.write(b"\x93NUMPY partial" * 50_000)
+            f.flush()
+            _pause_and_signal(w)
+    else:  # "path": part of the data written to atomic_path's temp path
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"B" * 3_000_000)
+            _pause_and_signal(w)
+
+
+def _kill_paused_writer(tmp_path: Path, kind: str, dest: Path, where: str, sig: int) -> list[Path]:
+    """Fork a writer, wait until it is paused inside the write, send ``sig``; return the temp files left."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.close(r)
+            _paused_child(kind, dest, where, w)
+        finally:
+            os._exit(1)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 60)
+        assert ready and os.read(r, 1) == b"!", f"{kind}: the writer never reached the pause point"
+        during = list(tmp_path.glob(f".tmp-{dest.name}-*"))
+        assert len(during) == 1 and during[0].stat().st_size > 0, "the kill would not land mid-write"
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # never leave a paused child behind
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(r)
+    os.kill(pid, sig)
+    _, status = os.waitpid(pid, 0)
+    if sig == signal.SIGKILL:
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    return list(tmp_path.glob(f".tmp-{dest.name}-*"))
+
+
+PAUSES = [("npy", ".npy", "mid-data"), ("path", ".pt", "mid-data"), ("npy", ".npy", "before-rename"),
+          ("path", ".pt", "before-rename"), ("nifti", ".nii.gz", "before-rename"), ("json", ".json", "before-rename")]
+
+
+@needs_fork
+@pytest.mark.parametrize("kind, suffix, where", PAUSES)
+@pytest.mark.parametrize("existed", [True, False], ids=["old-file", "no-file"])
+def test_sigkill_mid_write_leaves_old_file_or_nothing(tmp_path, kind, suffix, where, existed):
+    dest = tmp_path / f"dest{suffix}"
+    ref = tmp_path / f"ref{suffix}"
+    _write(kind, ref, 1)
+    if existed:
+        _write(kind, dest, 0)
+        old = _sha(dest)
+    debris = _kill_paused_writer(tmp_path, kind, dest, where, signal.SIGKILL)
+    if existed:
+        assert _sha(dest) == old, f"{kind}: killed {where}, the destination is not the old file"
+    else:
+        assert not dest.exists(), f"{kind}: killed {where}, a destination appeared"
+    assert len(debris) == 1  # SIGKILL leaves the temp file (nothing can run); it is never the destination
+    _write(kind, dest, 1)  # the next write works despite the debris and leaves no temp file of its own
+    assert _sha(dest) == _sha(ref) and list(tmp_path.glob(f".tmp-{dest.name}-*")) == debris
+
+
+@needs_fork
+@pytest.mark.parametrize("kind, suffix, where", [PAUSES[0], PAUSES[1], PAUSES[5]])
+def test_ctrl_c_mid_write_keeps_old_file_and_removes_the_temp_file(tmp_path, kind, suffix, where):
+    """SIGINT (Ctrl-C) raises KeyboardInterrupt inside the write: the helpers clean up after themselves."""
+    dest = tmp_path / f"dest{suffix}"
+    _write(kind, dest, 0)
+    old = _sha(dest)
+    assert _kill_paused_writer(tmp_path, kind, dest, where, signal.SIGINT) == []
+    assert _sha(dest) == old
+
+
+@needs_fork
+def test_the_paused_harness_detects_non_atomic_writes(tmp_path):
+    """Paused at its first fsync, a plain ``open(dest, "wb")`` writer has already truncated the old file."""
+    dest = tmp_path / "dest.bin"
+    _write("naive", dest, 0)
+    old = _sha(dest)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.fsync = lambda fd: _pause_and_signal(w)
+            _write("naive", dest, 1)
+        finally:
+            os._exit(1)
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 60)[0] and os.read(r, 1) == b"!"
+    finally:
+        os.close(r)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert _sha(dest) != old and dest.stat().st_size == 500_000  # a partial file is visible
 
 def test_exception_inside_atomic_write_keeps_old_file_and_no_temp(tmp_path):
     dest = tmp_path / "ckpt.bin"

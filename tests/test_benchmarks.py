@@ -141,3 +141,10 @@ def test_layout_tiny_agrees():
 
     r = bench_layout.run(threads=1, repeats=1, shape=(32, 24, 4))
     assert r["max_abs_diff"] <= 1e-4 and r["nchw_s"] > 0 and r["nhwc_s"] > 0
+
+
+def test_refusal_benchmark_refuses_every_file():
+    import bench_refusal
+
+    times = bench_refusal.run(repeats=1)
+    assert set(times) == {"huge1.nii", "huge1.nii.gz", "huge2.nii.gz"} and all(t > 0 for t in times.values())

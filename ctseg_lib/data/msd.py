@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -115,9 +115,13 @@ class MSDDataset:
             raise CTSegError(f"{what}: path must be a non-empty string, got {rel!r}", self.json_path)
         if "\x00" in rel:  # Path.resolve() raises a bare ValueError on NUL bytes
             raise CTSegError(f"{what}: path {rel!r} contains a NUL byte", self.json_path)
-        p = (self.root / rel).resolve()
-        if self.root not in p.parents:
+        # Containment is checked on the path as written (relative, no '..'), not on where it points:
+        # case files that are symbolic links to a shared disk (a common MSD/nnU-Net layout) are fine.
+        written = PurePosixPath(rel.replace("\\", "/"))
+        drive = bool(written.parts) and written.parts[0][1:2] == ":"  # "C:/..." written on Windows
+        if written.is_absolute() or drive or ".." in written.parts or not written.parts:
             raise CTSegError(f"{what}: path {rel!r} escapes the dataset folder", self.json_path)
+        p = self.root.joinpath(*written.parts)
         if Path(rel).name.startswith("._"):
             raise CTSegError(f"{what}: {rel!r} is a macOS resource-fork file, not an image", self.json_path)
         if check and not p.is_file():
