@@ -108,6 +108,7 @@ def _kill_trials(tmp_path: Path, kind: str, n: int, rng: random.Random, suffix: 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="kill tests need os.fork (POSIX)")
 
 
+@pytest.mark.slow  # 22 random kills, ~6 s; the *_mid_write_* tests below are the fast, deterministic ones
 @needs_fork
 @pytest.mark.parametrize("kind, suffix", [("npy", ".npy"), ("path", ".pt"), ("nifti", ".nii.gz"), ("json", ".json")])
 def test_sigkill_during_write_leaves_old_or_new(tmp_path, kind, suffix):
@@ -116,6 +117,7 @@ def test_sigkill_during_write_leaves_old_or_new(tmp_path, kind, suffix):
     print(f"\n{kind}: {stats}")
 
 
+@pytest.mark.slow
 @needs_fork
 def test_the_kill_harness_detects_non_atomic_writes(tmp_path):
     # Same harness, plain open(): some kill must expose a partial file, else the harness proves nothing.
@@ -324,6 +326,7 @@ with file_lock(log.with_suffix('.lock')):
 """
 
 
+@pytest.mark.slow  # the first process holds the lock for 1 s on purpose
 def test_file_lock_serialises_two_processes(tmp_path):
     """The second process enters only after the first left (what parallel chapters rely on)."""
     log = tmp_path / "log.txt"

@@ -59,6 +59,7 @@ def test_peak_rss_sees_an_allocation():
     assert delta > 20 * 2**20
 
 
+@pytest.mark.slow  # ~3 s: builds and steps four U-Nets
 def test_train_tiny(monkeypatch):
     import bench_train
 
