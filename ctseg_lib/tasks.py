@@ -78,7 +78,7 @@ TASKS: dict[str, Task] = {
         phantom="ctseg_lib.data.phantom_abdomen:draw_abdomen", synthetic_name="SyntheticLiver",
         description="ctseg synthetic portal-venous abdominal CT phantoms (liver + liver tumours), "
                     "MSD Task03_Liver layout",
-        size_gb=27.0, url=f"{MSD_MIRROR}/Task03_Liver.tar"),
+        size_gb=28.0, url=f"{MSD_MIRROR}/Task03_Liver.tar"),
     "lung": Task(
         name="lung", code=6, msd_folder="Task06_Lung", labels={0: "background", 1: "cancer"},
         md5="8afd997733c7fc0432f71255ba4e52dc", window="lung",

@@ -2,7 +2,7 @@
 
 The MSD tars (Antonelli et al. 2022, http://medicaldecathlon.com) are mirrored by the AWS open-data
 programme at the URLs MONAI's ``DecathlonDataset`` uses; the MD5 sums are the ones MONAI publishes
-next to them.  Task03_Liver is ~27 GB, so the download must survive a dropped connection:
+next to them.  Task03_Liver is ~28 GB, so the download must survive a dropped connection:
 
 * bytes go to ``<name>.tar.part``; a rerun sends ``Range: bytes=<size>-`` (RFC 9110 §14) and
   appends.  A server that ignores Range answers ``200`` with the whole file: we restart from zero.
