@@ -37,7 +37,7 @@ from .io import atomic_write, write_json_atomic
 from .preprocessing import CTNormalizer, Preprocessed, PreprocessParams, preprocess_case
 
 #: Bump when the on-disk layout or the preprocessing code changes meaning.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FOV padding (< -1024 HU) is air in windowing and normalisation
 FULL_HASH_BYTES = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
 

@@ -343,7 +343,8 @@ def test_site_config_avoids_the_console_errors():
                                cli_config={"latex_individualpages": False})
     assert "sphinx_thebe" not in conf["extensions"]
     assert {"sphinx_exercise", "sphinxcontrib.bibtex", "myst_nb", "sphinx_book_theme"} <= set(conf["extensions"])
-    assert conf["html_theme_options"]["default_mode"] in ("light", "dark", "auto")
+    assert conf["html_context"]["default_mode"] in ("light", "dark", "auto")
+    assert "default_mode" not in conf["html_theme_options"]  # not a theme option: Sphinx would warn
     assert conf["html_theme_options"]["launch_buttons"]["colab_url"]  # merged, not replaced
     assert (ROOT / conf["html_favicon"]).is_file()
 

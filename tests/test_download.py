@@ -18,10 +18,10 @@ import pytest
 
 from ctseg_lib.cli import main
 from ctseg_lib.data.download import download_file, download_task, safe_extract
-from ctseg_lib.tasks import TASKS
 from ctseg_lib.data.msd import MSDDataset
 from ctseg_lib.data.nifti import save_nifti
 from ctseg_lib.errors import CTSegError
+from ctseg_lib.tasks import TASKS
 
 JUNK = b"\x00\x05\x16\x07Mac OS X        \x00\x02"
 

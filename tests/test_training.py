@@ -264,3 +264,12 @@ def test_resume_after_an_interrupt_in_the_middle_of_an_epoch_is_bit_identical(da
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+
+
+def test_training_log_is_one_line_per_epoch_when_stderr_is_not_a_terminal(data, tmp_path, capsys):
+    """In a log file (CI, ``> train.log``) there is no progress bar: no carriage-return frames, one
+    ``epoch=...`` line per epoch (planted variant: tqdm always on wrote ~80 frames per epoch)."""
+    train(tiny_cfg(), data, tmp_path / "log", quiet=False, device="cpu")
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err
+    assert [ln.split()[0] for ln in out.splitlines() if ln.startswith("epoch=")] == ["epoch=1", "epoch=2"]
