@@ -278,3 +278,64 @@ def image_id(path: str | Path) -> str:
 
     path = Path(path)
     return path.resolve().name if path.is_dir() else case_id(path)
+
+
+def write_dicom_series(folder: str | Path, hu: np.ndarray, affine_ras: np.ndarray, *, names: str = "IM{n}",
+                       order: str = "head-first", description: str = "ctseg") -> Path:
+    """Write an int16 HU volume as a CT DICOM series: one uncompressed file per slice.
+
+    Args:
+        folder: created if missing; must not contain another series (files are overwritten).
+        hu: ``(X, Y, Z)`` HU array on the grid of ``affine_ras`` (e.g. ``Volume.to_original(v.array)``
+            with ``v.original_affine``).
+        affine_ras: 4×4 voxel → RAS mm affine of that grid (orthonormal directions).
+        names: file name pattern; ``{n}`` is the InstanceNumber (1, 2, …) — the default ``IM{n}``
+            makes ``IM10`` sort before ``IM2``, as many scanner exports do.
+        order: ``"head-first"`` numbers the slices from the top of the volume down (``InstanceNumber``
+            1 = highest z), ``"feet-first"`` from the bottom up; neither is the array order for
+            every scanner, which is why readers sort by position.
+
+    Each file gets ImagePositionPatient / ImageOrientationPatient / PixelSpacing in LPS (the DICOM
+    patient system), RescaleSlope 1 and RescaleIntercept −1024 (stored values are HU + 1024).
+    Meant for teaching and tests: the headers hold the geometry and pixels, nothing about a patient.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from ..io import atomic_path
+
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise CTSegError(f"write_dicom_series needs an (X, Y, Z) volume, got shape {hu.shape}")
+    if order not in ("head-first", "feet-first"):
+        raise CTSegError(f"order must be 'head-first' or 'feet-first', got {order!r}")
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine_ras, dtype=np.float64)
+    sx, sy = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
+    r, c = lps[:3, 0] / sx, lps[:3, 1] / sy
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    ks = sorted(range(hu.shape[2]), key=lambda k: (lps[:3, 3] + k * lps[:3, 2])[2],
+                reverse=order == "head-first")
+    stored = np.clip(np.rint(hu.astype(np.float64) + 1024), 0, 65535).astype(np.uint16)
+    for n, k in enumerate(ks, start=1):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / names.format(n=n)), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, "CT"
+        ds.SeriesDescription, ds.InstanceNumber = description, n
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, 3] + k * lps[:3, 2]]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*r, *c)]
+        ds.PixelSpacing = [f"{sy:.6f}", f"{sx:.6f}"]  # [between rows, between columns]
+        ds.SliceThickness = f"{abs(float(np.linalg.norm(lps[:3, 2]))):.6f}"
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # (rows, columns)
+        with atomic_path(folder / names.format(n=n)) as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    return folder
