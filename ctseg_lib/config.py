@@ -161,6 +161,10 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 1
     num_workers: int = 0
+    #: the recipe's recommended postprocessing (``ctseg_lib.postprocessing``: ``lcc``, ``lcc_fg``,
+    #: ``restrict``, ``min_size:<mm³>``), measured with it; ``ctseg predict`` applies it unless
+    #: ``--postprocess`` says otherwise (``--postprocess none``: the raw prediction).
+    postprocess: list[str] = field(default_factory=list)
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -412,6 +416,12 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     except CTSegError as e:
         raise _fail("data", str(e), source) from None
     _validate_loss(cfg, source)
+    from .postprocessing import parse_steps
+
+    try:
+        parse_steps(cfg.postprocess)
+    except ValueError as e:
+        raise _fail("postprocess", str(e), source) from None
 
 
 def _validate_loss(cfg: TrainConfig, source: str | Path | None) -> None:

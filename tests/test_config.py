@@ -144,3 +144,11 @@ def test_loss_name_and_kwargs_checked_when_the_config_loads():
     with pytest.raises(CTSegError, match="'loss.kwargs'.*batch_dcie"):
         TrainConfig.from_dict({"loss": {"name": "dice_ce", "kwargs": {"batch_dcie": True}}})
     assert TrainConfig.from_dict({"loss": {"name": "tversky", "kwargs": {"alpha": 0.3, "beta": 0.7}}}).loss.name
+
+
+def test_preset_records_its_postprocessing():
+    assert TrainConfig.from_file("liver_2d").postprocess == ["lcc", "restrict"]
+    assert TrainConfig.from_dict({}).postprocess == []
+    assert TrainConfig.from_dict({"postprocess": ["lcc_fg", "min_size:30"]}).postprocess == ["lcc_fg", "min_size:30"]
+    with pytest.raises(CTSegError, match="'postprocess'.*unknown postprocessing step 'lcc_foo'"):
+        TrainConfig.from_dict({"postprocess": ["lcc_foo"]})

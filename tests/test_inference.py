@@ -184,6 +184,14 @@ def _fake_run(tmp_path):
     return data, ck
 
 
+def _model_from(ckd: dict, cfg):
+    from ctseg_lib.checkpoint import build_model
+
+    model = build_model(cfg, ckd["meta"]["num_classes"])
+    model.load_state_dict(ckd["model"])
+    return model
+
+
 def test_cli_predict(tmp_path, capsys):
     from ctseg_lib.cli import main
     from ctseg_lib.data.nifti import load_nifti
@@ -199,10 +207,24 @@ def test_cli_predict(tmp_path, capsys):
     pred, src = load_nifti(out / "toy_1.nii.gz", "label"), load_nifti(single)
     np.testing.assert_array_equal(pred.original_affine, src.original_affine)
     capsys.readouterr()
+    # The checkpoint's config records postprocessing: applied by default, skipped with --postprocess none.
+    from ctseg_lib.checkpoint import load_checkpoint, save_checkpoint
+    from ctseg_lib.config import TrainConfig
+    ckd = load_checkpoint(ck)
+    cfg_pp = TrainConfig.from_dict({**ckd["config"], "postprocess": ["lcc", "min_size:1"]})
+    ck2 = save_checkpoint(tmp_path / "run2" / "best.pt", model=_model_from(ckd, cfg_pp), config=cfg_pp.to_dict(),
+                          meta=ckd["meta"], epoch=1)
+    assert main(["predict", "--checkpoint", str(ck2), "--input", str(single), "--out", str(tmp_path / "pp"),
+                 "--device", "cpu"]) == 0
+    assert "postprocessing (from the checkpoint's config; --postprocess none to skip): lcc,min_size:1" in \
+        capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(ck2), "--input", str(single), "--out", str(tmp_path / "raw"),
+                 "--device", "cpu", "--postprocess", "none"]) == 0
+    assert "postprocessing" not in capsys.readouterr().out
     cases = [
         (["--input", str(data), "--out", str(data / "preds")], "inside the source"),
         (["--input", str(data), "--out", str(out)], "no test images"),
-        (["--input", str(data), "--out", str(out), "--split", "test", "--postprocess", "bogus"], "unknown step"),
+        (["--input", str(data), "--out", str(out), "--split", "test", "--postprocess", "bogus"], "unknown postprocessing step"),
         (["--input", str(tmp_path / "nope"), "--out", str(out)], "input not found"),
     ]
     for extra, msg in cases:

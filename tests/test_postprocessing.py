@@ -73,3 +73,35 @@ def test_apply_postprocessing_steps():
         apply_postprocessing(lab, ["bogus"], names)
     with pytest.raises(ValueError, match="needs an organ"):
         apply_postprocessing(lab, ["restrict"], {0: "background", 1: "tumour"})
+
+
+def test_min_size_keeps_every_plausible_lesion_and_drops_specks():
+    """Detection-aware postprocessing: two tumours of 27 and 8 voxels (1 mm³ voxels) both survive
+    min_size:5, a 1-voxel speck goes; lcc_fg would keep only the largest blob (planted variant:
+    'min_size' implemented as keep-largest deletes the second tumour)."""
+    from ctseg_lib.postprocessing import parse_steps
+
+    lab = np.zeros((20, 20, 10), np.uint8)
+    lab[1:4, 1:4, 1:4] = 1     # 27 voxels
+    lab[10:12, 10:12, 5:7] = 1  # 8 voxels
+    lab[18, 18, 9] = 1          # speck
+    names = {0: "background", 1: "cancer"}
+    out, rep = apply_postprocessing(lab, ["min_size:5"], names, spacing=(1.0, 1.0, 1.0))
+    assert int(out.sum()) == 35 and out[18, 18, 9] == 0 and rep["min_size:5"]["removed_voxels"] == {1: 1}
+    out2, _ = apply_postprocessing(lab, ["min_size:5"], names, spacing=(1.0, 1.0, 10.0))  # 10 mm³ voxels
+    assert int(out2.sum()) == 36  # 10 mm³ voxels: even the 1-voxel speck is ≥ 5 mm³ and stays
+    out3, _ = apply_postprocessing(lab, ["min_size:100"], names, spacing=(1.0, 1.0, 2.0))  # 50 voxels
+    assert int(out3.sum()) == 0
+    liver = np.zeros((20, 20, 10), np.uint8)
+    liver[2:18, 2:18, 2:8] = 1
+    liver[5, 5, 5] = 2  # a 1-voxel "tumour" inside a liver: removed, the liver label untouched
+    out4, _ = apply_postprocessing(liver, ["min_size:2"], {0: "background", 1: "liver", 2: "cancer"},
+                                   spacing=(1.0, 1.0, 1.0))
+    assert int((out4 == 2).sum()) == 0 and int((out4 == 1).sum()) == int((liver == 1).sum())
+    assert parse_steps("none") == [] and parse_steps(None) == [] and parse_steps("lcc, restrict") == ["lcc", "restrict"]
+    for bad, msg in (("min_size", "min_size:<volume"), ("min_size:-3", "min_size:<volume"), ("lcc:2", "no argument"),
+                     ("bogus", "unknown")):
+        with pytest.raises(ValueError, match=msg):
+            parse_steps(bad)
+    with pytest.raises(ValueError, match="spacing"):
+        apply_postprocessing(lab, ["min_size:5"], names)

@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="MSD input: predict these cases of the checkpoint's split instead of imagesTs")
     p.add_argument("--tta", action="store_true", help="average over mirrored inputs (slower, a bit better)")
-    p.add_argument("--postprocess", default="", help="comma list of steps: lcc, lcc_fg, restrict")
+    p.add_argument("--postprocess", default=None,
+                   help="comma list of steps: lcc, lcc_fg, restrict, min_size:<mm3>; 'none' for the raw "
+                        "prediction (default: the postprocessing recorded in the checkpoint's config)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--quiet", action="store_true")
 
@@ -67,14 +69,18 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CTSegError
     from ..inference import predict_case, save_prediction
     from ..io import ensure_not_inside
-    from ..postprocessing import POSTPROCESS_STEPS, apply_postprocessing
+    from ..postprocessing import apply_postprocessing, parse_steps
 
-    steps = [s.strip() for s in args.postprocess.split(",") if s.strip()]
-    bad = [s for s in steps if s not in POSTPROCESS_STEPS]
-    if bad:
-        raise CTSegError(f"--postprocess: unknown step(s) {bad}; choose from {list(POSTPROCESS_STEPS)}")
+    try:
+        steps = parse_steps(args.postprocess) if args.postprocess is not None else None
+    except ValueError as e:
+        raise CTSegError(f"--postprocess: {e}") from None
     device = select_device(args.device, quiet=args.quiet, purpose="inference")
     model, cfg, meta = load_model(args.checkpoint, device)
+    if steps is None:  # the preset's recommended postprocessing, as measured with it
+        steps = parse_steps(cfg.postprocess)
+        if steps and not args.quiet:
+            print(f"postprocessing (from the checkpoint's config; --postprocess none to skip): {','.join(steps)}")
     names = {int(k): v for k, v in meta["labels"].items()}
     if "restrict" in steps and len(names) < 3:
         raise CTSegError("--postprocess restrict needs an organ and a tumour label (e.g. Task03 liver)")
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         vol = load_image(f, args.series)
         labels = predict_case(model, cfg, meta, vol, tta=args.tta, device=device)
-        labels, report = apply_postprocessing(labels, steps, names)
+        labels, report = apply_postprocessing(labels, steps, names, spacing=vol.spacing)
         out = save_prediction(args.out / f"{image_id(f)}.nii.gz", labels, vol)
         if not args.quiet:
             removed = {s: r["removed_voxels"] for s, r in report.items() if r["removed_voxels"]}
