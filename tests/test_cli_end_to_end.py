@@ -48,6 +48,19 @@ def test_cli_pipeline(tmp_path, capsys):
                  str(data / "labelsTr" / f"{case}.nii.gz"), "--pred", str(written[0]),
                  "--out", str(tmp_path / "v.html")]) == 0
     assert (tmp_path / "v.html").stat().st_size > 10_000
+    # --gif: an animated GIF, ground truth | prediction side by side, one frame per slice, feet to head
+    from PIL import Image
+
+    assert main(["view", str(data / "imagesTr" / f"{case}.nii.gz"), "--label",
+                 str(data / "labelsTr" / f"{case}.nii.gz"), "--pred", str(written[0]), "--window", "liver",
+                 "--gif", str(tmp_path / "v.gif"), "--max-size", "64"]) == 0
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == src.array.shape[2] and gif.is_animated
+        assert gif.size[0] == 2 * gif.size[1] or abs(gif.size[0] / gif.size[1] - 2 * src.array.shape[0] * src.spacing[0]
+                                                     / (src.array.shape[1] * src.spacing[1])) < 0.1
+    assert (tmp_path / "v.gif").stat().st_size < 2_000_000
+    assert main(["view", str(data / "imagesTr" / f"{case}.nii.gz")]) == 2
+    assert "nothing to write" in capsys.readouterr().err
     # the source dataset is never written into
     assert main(["predict", "--checkpoint", str(run / "best.pt"), "--input", str(data), "--split", "test",
                  "--out", str(data / "preds"), "--quiet", "--device", "cpu"]) == 2

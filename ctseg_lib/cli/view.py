@@ -21,7 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-slices", type=int, default=64, help="slices embedded (default 64)")
     p.add_argument("--max-size", type=int, default=192, help="in-plane pixels, longest side (default 192)")
     p.add_argument("--mode", choices=("fill", "contour"), default="fill", help="initial overlay style")
-    p.add_argument("--out", type=Path, required=True, help="output .html")
+    p.add_argument("--out", type=Path, default=None, help="output .html (the interactive viewer)")
+    p.add_argument("--gif", type=Path, default=None,
+                   help="also (or only) write an animated GIF: the window's grey levels, radiological orientation, "
+                        "ground truth | first prediction side by side, feet to head")
+    p.add_argument("--fps", type=float, default=8.0, help="GIF frames per second (default 8)")
 
 
 def _label_names(path: Path) -> dict[int, str]:
@@ -46,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from ..data.dicom import load_image
     from ..data.msd import check_same_grid
     from ..data.nifti import load_nifti
+    from ..errors import CTSegError
     from ..viz.viewer import SliceViewer
 
+    if args.out is None and args.gif is None:
+        raise CTSegError("nothing to write: give --out viewer.html and/or --gif movie.gif")
     img = load_image(args.image, args.series)
     label = None
     if args.label:
@@ -60,6 +67,15 @@ def run(args: argparse.Namespace) -> int:
         check_same_grid(img, pv)
         preds[p.name.removesuffix(".gz").removesuffix(".nii")] = pv.array
     names = _label_names(args.labels) if args.labels else None
+    if args.gif is not None:
+        from ..viz.gif import save_gif
+
+        pred = next(iter(preds.values()), None)
+        save_gif(args.gif, img.array, img.spacing, label=label, pred=pred, window=args.window, fps=args.fps,
+                 labels=names, mode=args.mode, max_size=args.max_size)
+        print(f"wrote {args.gif} ({args.gif.stat().st_size / 1e6:.2f} MB)")
+    if args.out is None:
+        return 0
     viewer = SliceViewer(img.array, img.spacing, label=label, pred=preds or None, labels=names,
                          window=args.window, max_slices=args.max_slices, max_size=args.max_size,
                          mode=args.mode, title=args.title or args.image.resolve().name, affine=img.affine)
