@@ -224,7 +224,8 @@ def test_cli_predict(tmp_path, capsys):
     cases = [
         (["--input", str(data), "--out", str(data / "preds")], "inside the source"),
         (["--input", str(data), "--out", str(out)], "no test images"),
-        (["--input", str(data), "--out", str(out), "--split", "test", "--postprocess", "bogus"], "unknown postprocessing step"),
+        (["--input", str(data), "--out", str(out), "--split", "test", "--postprocess", "bogus"],
+         "unknown postprocessing step"),
         (["--input", str(tmp_path / "nope"), "--out", str(out)], "input not found"),
     ]
     for extra, msg in cases:
