@@ -32,7 +32,7 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from .data.nifti import FOV_PADDING_HU, Volume
+from .data.nifti import FOV_PADDING_HU, Volume, is_fov_padding  # noqa: F401 (public here too)
 from .errors import CTSegError
 
 #: Radiological display windows as (level, width) in HU, the one table used by preprocessing, the
@@ -54,11 +54,6 @@ WINDOWS: dict[str, tuple[float, float]] = {
 # a patient is below air (-1000 HU), so every value below it is treated as air: windowing clamps it
 # (else a window reaching below -1024, like lung, draws the circle), CTNormalizer.fit ignores it,
 # min/max normalisation does not take it as the minimum, and body_bbox's -500 HU threshold leaves it out.
-
-
-def is_fov_padding(hu: np.ndarray) -> np.ndarray:
-    """Boolean mask of voxels below :data:`FOV_PADDING_HU` (outside the scanned field of view)."""
-    return np.asarray(hu) < FOV_PADDING_HU
 
 
 def parse_window(preset: str | tuple[float, float] | list[float]) -> tuple[float, float]:
@@ -118,7 +113,7 @@ class CTNormalizer:
         pooled = []
         for img, lab in zip(images, labels, strict=True):
             img = np.asarray(img)
-            fg = img[(np.asarray(lab) > 0) & (img >= FOV_PADDING_HU)]
+            fg = img[(np.asarray(lab) > 0) & ~is_fov_padding(img)]
             if fg.size > samples_per_case:
                 fg = rng.choice(fg, samples_per_case, replace=False)
             pooled.append(fg.astype(np.float64))

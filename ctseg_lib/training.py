@@ -84,8 +84,7 @@ class Run:
 
     @property
     def use_amp(self) -> bool:
-        """Mixed precision (float16 autocast + gradient scaling): on CUDA only."""
-        return self.cfg.amp and self.device.type == "cuda"
+        return amp_enabled(self.cfg, self.device)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -94,6 +93,12 @@ class Run:
     def say(self, *args: object) -> None:
         if self.dist.is_main and not self.quiet:
             print(*args, flush=True)
+
+
+def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """Mixed precision (float16 autocast + gradient scaling) only on CUDA: on the CPU float16 is slow
+    and the scaler has nothing to protect."""
+    return cfg.amp and device.type == "cuda"
 
 
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
@@ -211,7 +216,7 @@ def _build_run(cfg: TrainConfig, out_dir: Path, meta: dict, train_cases: list, v
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     steps = math.ceil(len(data) / dist.world_size / cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg.schedule, max(1, steps), cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and dev.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_enabled(cfg, dev))
     net = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)

@@ -37,6 +37,11 @@ from ..io import atomic_path
 #: Scanner field-of-view padding: values below this (-2048, -3024 outside the scanned circle) are not
 #: tissue nor air; windowing, normalisation, cropping, statistics and viewers treat them as air.
 FOV_PADDING_HU = -1024.0
+
+
+def is_fov_padding(hu: np.ndarray) -> np.ndarray:
+    """Boolean mask of voxels below :data:`FOV_PADDING_HU` (outside the scanned field of view)."""
+    return np.asarray(hu) < FOV_PADDING_HU
 #: Largest |cosine| between two affine axes still called orthogonal (float rounding in headers).
 ORTHO_TOL = 1e-3
 #: Axes rotated more than this (degrees) from the nearest world axis make a volume "oblique".

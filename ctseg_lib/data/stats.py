@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .msd import MSDDataset
-from .nifti import FOV_PADDING_HU, GeometryWarning, Volume, geometry_issues
+from .nifti import GeometryWarning, Volume, geometry_issues, is_fov_padding
 
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def dataset_summary(root: str | Path, max_cases: int | None = None) -> dict:
                 slices[v] += int(m.any(axis=(0, 1)).sum())
                 present[v] += 1
         body = body_mask(img.array)
-        pad = img.array < FOV_PADDING_HU
+        pad = is_fov_padding(img.array)
         air = ~body & ~pad  # FOV padding is neither air nor body: it would drag the air mean to -2000
         tissue += (np.count_nonzero(air), hu[air].sum(), np.count_nonzero(body), hu[body].sum(),
                    np.count_nonzero(pad))
@@ -149,7 +149,7 @@ def volume_summary(vol: Volume) -> dict:
     ``fov_padding_voxels``, ``body_fraction`` and ``geometry_issues`` (list of strings).
     """
     a = vol.array
-    pad = a < FOV_PADDING_HU
+    pad = is_fov_padding(a)
     valid = a[~pad]
     body = body_mask(a)
     return {
