@@ -8,6 +8,9 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import CTSegError
 
 
 def format_cell(value: object, fmt: str = "{:.3f}") -> str:
@@ -46,3 +49,22 @@ def html_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | No
     from IPython.display import HTML
 
     return HTML(table_html(rows, columns, fmt))
+
+
+def image_html(path: str | Path, alt: str):
+    """A PNG / GIF / JPEG file embedded in the page (base64 ``<img>``), as ``IPython.display.HTML``.
+
+    Embedded rather than linked so the built book is self-contained; HTML rather than
+    ``IPython.display.Image`` because myst-nb renders no ``image/gif`` output.
+    """
+    import base64
+
+    from IPython.display import HTML
+
+    path = Path(path)
+    mime = {".gif": "image/gif", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
+        path.suffix.lower())
+    if mime is None:
+        raise CTSegError("image_html embeds .gif, .png or .jpg files", path)
+    data = base64.b64encode(path.read_bytes()).decode()
+    return HTML(f'<img src="data:{mime};base64,{data}" alt="{html.escape(alt, quote=True)}">')

@@ -31,3 +31,18 @@ def test_task_registry_is_consistent():
         assert callable(task.phantom_function())
     with pytest.raises(CTSegError, match="unknown task"):
         get_task("brain")
+
+
+def test_image_html_embeds_the_file(tmp_path):
+    import base64
+
+    from ctseg_lib.report import image_html
+
+    gif = tmp_path / "a.gif"
+    gif.write_bytes(b"GIF89a-not-really")
+    h = image_html(gif, 'case "1" <b>').data
+    assert h.startswith('<img src="data:image/gif;base64,') and base64.b64encode(b"GIF89a-not-really").decode() in h
+    assert 'alt="case &quot;1&quot; &lt;b&gt;"' in h
+    (tmp_path / "a.bmp").write_bytes(b"x")
+    with pytest.raises(CTSegError, match="embeds"):
+        image_html(tmp_path / "a.bmp", "x")
