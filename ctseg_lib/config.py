@@ -66,9 +66,11 @@ class DataConfig:
     :class:`ctseg_lib.preprocessing.PreprocessParams`; ``preprocess`` holds any further keys
     for it verbatim.  ``fg_fraction`` is the share of training slices/patches forced to contain
     foreground (nnU-Net oversamples foreground to 33 %); ``negative_keep`` the share of slices
-    without foreground kept per epoch.  ``patch_size``: 3D patch, or for a 2D model an in-plane
-    ``[X, Y]`` patch cut from each (resized or native) slice.  ``max_cases``: use only the first N
-    labelled cases of dataset.json before splitting — a quick run on a subset of real MSD.
+    without foreground kept per epoch; ``fg_sampling`` "slice" | "lesion" how the forced samples are
+    drawn (:class:`ctseg_lib.datasets.SliceDataset`; 2D / 2.5D only).  ``patch_size``: 3D patch, or
+    for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
+    ``max_cases``: use only the first N labelled cases of dataset.json before splitting — a quick
+    run on a subset of real MSD.
     """
 
     task: str = "liver"
@@ -84,6 +86,7 @@ class DataConfig:
     fg_fraction: float = 0.5
     negative_keep: float = 0.1
     fg_classes: list[int] | None = None
+    fg_sampling: str = "slice"
     max_cases: int | None = None
 
     def preprocess_params(self):
@@ -390,6 +393,10 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
                 "augment.affine_prob", "augment.intensity_prob"):
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise _fail(key, f"must be in [0, 1], got {_get(cfg, key)}", source)
+    d = cfg.data
+    if d.fg_sampling not in ("slice", "lesion") or (d.fg_sampling == "lesion" and cfg.model.spatial_dims == 3):
+        raise _fail("data.fg_sampling", f"must be 'slice' or 'lesion' (2D / 2.5D only), got {cfg.data.fg_sampling!r}",
+                    source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
     if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3

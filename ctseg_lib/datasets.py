@@ -25,9 +25,12 @@ from torch.utils.data import Dataset
 
 from .errors import CTSegError
 from .io import write_json_atomic
+from .lesions import label_lesions
 from .preprocessing import Preprocessed
 
 SPLITS = ("train", "val", "test")
+#: How :class:`SliceDataset` draws its foreground-forced items: per slice or per lesion.
+FG_SAMPLING = ("slice", "lesion")
 #: Foreground voxel coordinates kept per class per case for 3D oversampling (nnU-Net keeps 10 000).
 MAX_FG_LOCATIONS = 10000
 
@@ -150,6 +153,29 @@ def _fill_value(case: Preprocessed) -> float:
 
 
 # -- 2D / 2.5D slices --------------------------------------------------------------------------
+def lesion_voxels(cases: Sequence[Preprocessed], by_class: dict[int, np.ndarray]
+                  ) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """For each class in ``by_class``: one ``(case index, (n, 3) int32 voxel coordinates)`` per lesion.
+
+    A lesion is a 26-connected component of the class, pieces within 2 voxels grouped
+    (:func:`ctseg_lib.lesions.label_lesions` with ``merge_distance=2``, the grouping the book's
+    lesion-wise evaluation uses).
+    """
+    out: dict[int, list[tuple[int, np.ndarray]]] = {cl: [] for cl in by_class}
+    for k, case in enumerate(cases):
+        lab = np.asarray(case.label)
+        for cl in by_class:
+            comp, n = label_lesions(lab == cl, merge_distance=2)
+            if n == 0:
+                continue
+            where = np.argwhere(comp > 0).astype(np.int32)
+            ids = comp[tuple(where.T)]
+            order = np.argsort(ids, kind="stable")
+            bounds = np.searchsorted(ids[order], np.arange(1, n + 2))
+            out[cl] += [(k, where[order[bounds[j]:bounds[j + 1]]]) for j in range(n) if bounds[j + 1] > bounds[j]]
+    return out
+
+
 class SliceDataset(Dataset):
     """Axial slices (or in-plane patches of them) of preprocessed cases for 2D / 2.5D U-Nets.
 
@@ -165,6 +191,12 @@ class SliceDataset(Dataset):
       voxel of that class (a random offset of up to a quarter patch, so the lesion is not always
       in the middle).  Otherwise the slice is drawn from the epoch's pool and the patch position
       is uniform.
+    * ``fg_sampling="lesion"`` draws the forced items per **lesion** instead of per slice: a lesion
+      (a 3D connected component of the class, pieces within 2 voxels grouped, as in
+      :func:`ctseg_lib.lesions.label_lesions`) uniformly from all lesions of all cases, then one of
+      its voxels.  Per slice, a 40 mm tumour spanning 16 slices is drawn 16 times as often as a
+      10 mm nodule on 3 slices; per lesion both are drawn equally, which is what lesion-wise
+      detection (sensitivity over lesions) rewards.
 
     Args:
         cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
@@ -182,6 +214,7 @@ class SliceDataset(Dataset):
         shuffle: with ``samples_per_epoch=None``, visit the pool in a per-epoch random order
             (training) instead of slice order (inspection).
         transform: optional ``f(x, y) -> (x, y)`` on the item tensors.
+        fg_sampling: ``"slice"`` (default) or ``"lesion"``: how forced foreground items are drawn.
 
     Items: ``x`` float32 ``(2*context+1, X, Y)`` (or ``(.., px, py)``), ``y`` int64 ``(X, Y)``.
     """
@@ -189,7 +222,8 @@ class SliceDataset(Dataset):
     def __init__(self, cases: Sequence[Preprocessed], context: int = 0, fg_fraction: float = 0.0,
                  negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
                  transform: Callable | None = None, fg_classes: Sequence[int] | None = None,
-                 patch_size: Sequence[int] | None = None, shuffle: bool = False) -> None:
+                 patch_size: Sequence[int] | None = None, shuffle: bool = False,
+                 fg_sampling: str = "slice") -> None:
         if not cases:
             raise CTSegError("SliceDataset needs at least one case")
         if any(c.label is None for c in cases):
@@ -199,12 +233,15 @@ class SliceDataset(Dataset):
                              f"(got {context}, {fg_fraction}, {negative_keep})")
         if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
             raise CTSegError(f"SliceDataset: patch_size must be 2 positive ints, got {tuple(patch_size)}")
+        if fg_sampling not in FG_SAMPLING:
+            raise CTSegError(f"SliceDataset: fg_sampling must be one of {FG_SAMPLING}, got {fg_sampling!r}")
         self.cases, self.context, self.seed, self.transform = list(cases), context, seed, transform
         self.fg_fraction, self.negative_keep, self.samples_per_epoch = fg_fraction, negative_keep, samples_per_epoch
         self.patch = tuple(int(p) for p in patch_size) if patch_size is not None else None
         self.shuffle = shuffle
         self.fg_classes = _fg_classes(self.cases, fg_classes)
         self._index_slices()
+        self.lesions = lesion_voxels(self.cases, self.by_class) if fg_sampling == "lesion" else None
         self.fill = [_fill_value(c) for c in self.cases] if self.patch else []
         self.set_epoch(0)
 
@@ -249,9 +286,14 @@ class SliceDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         rng = _rng(self.seed, self.epoch, i)
-        cl = None
+        cl, voxel = None, None
         if self.by_class and rng.random() < self.fg_fraction:
             cl = list(self.by_class)[rng.integers(len(self.by_class))]
+            if self.lesions is not None:
+                k, coords = self.lesions[cl][rng.integers(len(self.lesions[cl]))]
+                voxel = coords[rng.integers(len(coords))]
+                start = self.patch_corner(k, int(voxel[2]), cl, rng, voxel[:2]) if self.patch else None
+                return k, int(voxel[2]), cl, start
             s = rng.choice(self.by_class[cl])
         elif self.samples_per_epoch is None:
             s = self.pool[self.order[i]]
@@ -260,15 +302,19 @@ class SliceDataset(Dataset):
         k, z = int(self.slice_case[s]), int(self.slice_z[s])
         return k, z, cl, (self.patch_corner(k, z, cl, rng) if self.patch else None)
 
-    def patch_corner(self, k: int, z: int, cl: int | None, rng: np.random.Generator) -> tuple[int, int]:
-        """In-plane start of a patch on slice ``z`` of case ``k``: near a random voxel of class ``cl``
-        when forced, uniform otherwise; may be negative where the slice is smaller than the patch."""
+    def patch_corner(self, k: int, z: int, cl: int | None, rng: np.random.Generator,
+                     voxel: np.ndarray | None = None) -> tuple[int, int]:
+        """In-plane start of a patch on slice ``z`` of case ``k``: near ``voxel`` (x, y) or else a random
+        voxel of class ``cl`` when forced, uniform otherwise; may be negative where the slice is smaller
+        than the patch."""
         shape, patch = np.array(self.cases[k].label.shape[:2]), np.array(self.patch)
         lo, hi = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
         if cl is None:
             return int(rng.integers(lo[0], hi[0] + 1)), int(rng.integers(lo[1], hi[1] + 1))
-        voxels = np.argwhere(np.asarray(self.cases[k].label[:, :, z]) == cl)
-        centre = voxels[rng.integers(len(voxels))] + rng.integers(-(patch // 4), patch // 4 + 1)
+        if voxel is None:
+            voxels = np.argwhere(np.asarray(self.cases[k].label[:, :, z]) == cl)
+            voxel = voxels[rng.integers(len(voxels))]
+        centre = np.asarray(voxel) + rng.integers(-(patch // 4), patch // 4 + 1)
         start = np.clip(centre - patch // 2, lo, hi)
         return int(start[0]), int(start[1])
 

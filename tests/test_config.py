@@ -45,6 +45,9 @@ def test_partial_dict_keeps_defaults():
     ({"data": {"slice_size": [128]}}, "data.slice_size", "2 entries"),
     ({"model": {"spatial_dims": 3}}, "data.patch_size", "required"),
     ({"optim": {"lr": -1.0}}, "optim.lr", "> 0"),
+    ({"data": {"fg_sampling": "case"}}, "data.fg_sampling", "'slice' or 'lesion'"),
+    ({"model": {"spatial_dims": 3}, "data": {"patch_size": [32, 32, 32], "fg_sampling": "lesion"}},
+     "data.fg_sampling", "2D / 2.5D only"),
 ])
 def test_bad_values_name_the_key(d, key, words):
     with pytest.raises(CTSegError) as e:

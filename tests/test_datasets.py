@@ -249,3 +249,33 @@ def test_slice_patches_padding_shuffle_and_forced_class():
     assert [shuffled.slice_index(i)[1] for i in range(20)] != order
     with pytest.raises(CTSegError, match="patch_size"):
         SliceDataset([c], patch_size=(4,))
+
+
+def _two_lesions() -> Preprocessed:
+    """A 20-slice lesion and a 2-slice one (two connected components of label 1)."""
+    lab = np.zeros((40, 40, 30), np.uint8)
+    lab[5:25, 5:25, 2:22] = 1
+    lab[30:33, 30:33, 25:27] = 1
+    img = np.random.default_rng(0).random(lab.shape).astype(np.float32)
+    return Preprocessed(img, lab, (1.0, 1.0, 1.0), {})
+
+
+def test_fg_sampling_lesion_balances_small_and_large_lesions():
+    case = _two_lesions()
+    share = {}
+    for mode in ("slice", "lesion"):
+        ds = SliceDataset([case], fg_fraction=1.0, samples_per_epoch=2000, fg_sampling=mode, patch_size=(16, 16))
+        zs = np.array([ds.sample(i)[1] for i in range(2000)])
+        share[mode] = float((zs >= 25).mean())
+        x, y = ds[7]
+        assert x.shape == (1, 16, 16) and y.shape == (16, 16) and int(y.sum()) > 0  # forced items show the lesion
+    # per slice the small lesion has 2 of 22 foreground slices; per lesion it is drawn half the time
+    assert share["slice"] == pytest.approx(2 / 22, abs=0.03)
+    assert share["lesion"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_fg_sampling_lesion_whole_slices_and_bad_value():
+    ds = SliceDataset([_two_lesions()], fg_fraction=1.0, samples_per_epoch=50, fg_sampling="lesion")
+    assert all(ds[i][1].sum() > 0 for i in range(20))
+    with pytest.raises(CTSegError, match="fg_sampling"):
+        SliceDataset([_two_lesions()], fg_sampling="case")

@@ -1,0 +1,109 @@
+"""The real CT scans in chapters 1 and 2 (issue 15), checked without executing the notebooks.
+
+- both chapters show the attribution and the licence of both samples, glued from the library;
+- chapter 2 links the sources of the real-data quirks it describes;
+- no claim that half of the real MSD files are LPS (only the phantom generator does that);
+- the region rules of chapter 1, run on the vendored scans, give what the chapter's prose says.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ctseg_lib.data.nifti import is_fov_padding
+from ctseg_lib.data.samples import SAMPLES, load_sample
+from ctseg_lib.data.stats import body_mask
+
+ROOT = Path(__file__).resolve().parent.parent
+CH1 = ROOT / "book" / "01_ct_basics.ipynb"
+CH2 = ROOT / "book" / "02_datasets.ipynb"
+QUIRK_SOURCES = ("https://github.com/PatrickChrist/LITS-CHALLENGE/issues/14",
+                 "https://github.com/Project-MONAI/model-zoo/issues/766")
+
+
+def _cells(path: Path, kind: str) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == kind]
+
+
+@pytest.mark.parametrize("path", [CH1, CH2], ids=lambda p: p.name)
+def test_attribution_and_licence_on_the_page(path):
+    text, code = "\n".join(_cells(path, "markdown")), "\n".join(_cells(path, "code"))
+    for name, info in SAMPLES.items():
+        assert f"{{glue:text}}`att_{name}`" in text and f"{{glue:text}}`lic_{name}`" in text, name
+        assert info.licence_url in text, f"{path.name}: no link to the {info.licence} deed"
+    assert 'glue(f"att_{name}", s.attribution' in code and 'glue(f"lic_{name}", s.licence' in code
+    assert re.search(r"\{admonition\}[^\n]*licen", text, re.I), f"{path.name}: attribution not in an admonition"
+
+
+def test_chapter2_links_the_sources_of_the_quirks():
+    text = "\n".join(_cells(CH2, "markdown"))
+    for url in QUIRK_SOURCES:
+        assert url in text
+    for value in ("1024", "2048", "3024"):  # typed or glued padding values
+        assert value in text or "_pad`" in text
+
+
+#: "about half of the MSD files are LPS" and its variants: a claim about the real data that no source supports
+#: (the phantom generator writes half of *its* cases LPS, which the chapters may say).
+HALF_MSD = [re.compile(r"\bhalf of (?:the |all )?(?:real )?(?:MSD|Decathlon)\b", re.I),
+            re.compile(r"\b(?:MSD|Decathlon)\b[^.]*\b(?:files|scans|volumes|cases)\b[^.]*\bhalf\b", re.I)]
+
+
+def half_msd_claims(text: str) -> list[str]:
+    return [m.group(0) for pattern in HALF_MSD for m in pattern.finditer(text)]
+
+
+def test_half_msd_scanner():
+    assert half_msd_claims("About half of the MSD files are stored in LPS order and half in RAS")
+    assert half_msd_claims("Phantoms, like real MSD scans, come in different orientations: about half of ours are LPS")
+    assert not half_msd_claims("about half of the phantom cases stored LPS (it says nothing about how the MSD files "
+                               "are stored)")
+    assert not half_msd_claims("in this phantom dataset about half of the scans by construction")
+
+
+@pytest.mark.parametrize("path", sorted(CH1.parent.glob("*.ipynb")), ids=lambda p: p.name)
+def test_no_unsourced_claim_that_half_the_msd_files_are_lps(path):
+    claims = half_msd_claims("\n".join(_cells(path, "markdown")))
+    assert not claims, f"{path.name}: unsourced claims about the real MSD files: {claims}"
+
+
+@pytest.fixture(scope="module")
+def tissue_regions():
+    """The chapter's own ``tissue_regions``, taken from its code cell (chapters define, tests run it)."""
+    for source in _cells(CH1, "code"):
+        if "def tissue_regions" not in source:
+            continue
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "tissue_regions":
+                namespace = {"np": np, "ndimage": ndimage, "body_mask": body_mask, "is_fov_padding": is_fov_padding}
+                exec(compile(ast.Module([node], []), str(CH1), "exec"), namespace)
+                return namespace["tissue_regions"]
+    pytest.fail("chapter 1 defines no tissue_regions")
+
+
+def test_chapter1_region_rules_on_the_real_scans(tissue_regions):
+    liver_s, lidc_s = load_sample("msd_liver_0"), load_sample("lidc_0001")
+    liver_hu, lidc_hu = liver_s.image.array, lidc_s.image.array
+    r_liver = tissue_regions(liver_hu, liver_s.labels["liver"].array > 0)
+    r_lidc = tissue_regions(lidc_hu)
+    assert "liver" not in r_lidc and set(r_liver) == {"air", "lung", "fat", "bone", "liver"}
+    assert 100 < np.median(liver_hu[r_liver["liver"]]) < 140  # portal-venous liver
+    assert np.percentile(liver_hu[r_liver["liver"]], 95) - np.percentile(liver_hu[r_liver["liver"]], 5) > 30
+    assert -900 < np.median(lidc_hu[r_lidc["lung"]]) < -800  # full inspiration
+    assert r_lidc["lung"].sum() * np.prod(lidc_s.image.spacing) / 1e6 > 2  # both lungs, litres
+    for hu, regions in ((liver_hu, r_liver), (lidc_hu, r_lidc)):
+        assert -1010 < np.median(hu[regions["air"]]) < -950
+        assert -115 < np.median(hu[regions["fat"]]) < -85
+        assert not (regions["air"] & is_fov_padding(hu)).any()  # padding is never counted as air
+    # the padding: one marker value per scan, in the corners, and it shifts the statistics
+    for hu, value in ((liver_hu, -3024), (lidc_hu, -2048)):
+        assert np.array_equal(np.unique(hu[is_fov_padding(hu)]), [value]) and hu[0, 0, 0] == value
+        assert hu.mean() < hu[~is_fov_padding(hu)].mean() - 100
+        assert hu.std() > 1.3 * hu[~is_fov_padding(hu)].std()
