@@ -136,18 +136,21 @@ def match_lesions(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | N
 def lesion_metrics(matches: LesionMatch | Sequence[LesionMatch]) -> dict[str, float | int]:
     """Summary over scans: pooled lesion-wise sensitivity, false-positive lesions per scan, Dice.
 
-    Returns ``{"scans", "tumour_free_scans", "lesions", "detected", "sensitivity",
-    "false_positives", "fp_per_scan", "detected_dice"}``: ``sensitivity`` = detected / lesions over
-    all scans (NaN if there is no lesion at all; tumour-free scans add no lesions but their
-    false positives count); ``fp_per_scan`` = false-positive lesions / scans; ``detected_dice`` =
-    mean Dice over all detected lesions (NaN if none).
+    Returns ``{"scans", "tumour_free_scans", "tumour_free_with_fp", "lesions", "detected",
+    "sensitivity", "false_positives", "fp_per_scan", "detected_dice"}``: ``sensitivity`` = detected
+    / lesions over all scans (NaN if there is no lesion at all; tumour-free scans add no lesions but
+    their false positives count); ``fp_per_scan`` = false-positive lesions / scans;
+    ``tumour_free_with_fp`` = tumour-free scans with at least one false-positive lesion (LiTS counts
+    any tumour voxel in a tumour-free liver as a failure); ``detected_dice`` = mean Dice over all
+    detected lesions (NaN if none).
     """
     ms = [matches] if isinstance(matches, LesionMatch) else list(matches)
     lesions = sum(m.n_lesions for m in ms)
     detected = sum(m.n_detected for m in ms)
     fps = sum(m.n_false_positive for m in ms)
     dices = [r["dice"] for m in ms for r in m.reference if r["detected"]]
-    return {"scans": len(ms), "tumour_free_scans": sum(m.n_lesions == 0 for m in ms), "lesions": lesions,
+    return {"scans": len(ms), "tumour_free_scans": sum(m.n_lesions == 0 for m in ms),
+            "tumour_free_with_fp": sum(m.n_lesions == 0 and m.n_false_positive > 0 for m in ms), "lesions": lesions,
             "detected": detected, "sensitivity": detected / lesions if lesions else math.nan,
             "false_positives": fps, "fp_per_scan": fps / len(ms) if ms else math.nan,
             "detected_dice": float(np.mean(dices)) if dices else math.nan}

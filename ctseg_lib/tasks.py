@@ -35,6 +35,7 @@ class Task:
             (see :mod:`ctseg_lib.data.synthetic`); imported lazily.
         synthetic_name, description: what ``dataset.json`` of a phantom dataset says.
         size_gb: approximate download size, for messages.
+        lesion_labels: the label values evaluated lesion by lesion (detection), e.g. the tumour.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Task:
     description: str
     size_gb: float = 0.0
     url: str = field(default="")
+    lesion_labels: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -78,13 +80,13 @@ TASKS: dict[str, Task] = {
         phantom="ctseg_lib.data.phantom_abdomen:draw_abdomen", synthetic_name="SyntheticLiver",
         description="ctseg synthetic portal-venous abdominal CT phantoms (liver + liver tumours), "
                     "MSD Task03_Liver layout",
-        size_gb=28.0, url=f"{MSD_MIRROR}/Task03_Liver.tar"),
+        size_gb=28.0, url=f"{MSD_MIRROR}/Task03_Liver.tar", lesion_labels=(2,)),
     "lung": Task(
         name="lung", code=6, msd_folder="Task06_Lung", labels={0: "background", 1: "cancer"},
         md5="8afd997733c7fc0432f71255ba4e52dc", window="lung",
         phantom="ctseg_lib.data.phantom_thorax:draw_thorax", synthetic_name="SyntheticLung",
         description="ctseg synthetic chest CT phantoms (one lung tumour each), MSD Task06_Lung layout",
-        size_gb=9.0, url=f"{MSD_MIRROR}/Task06_Lung.tar"),
+        size_gb=9.0, url=f"{MSD_MIRROR}/Task06_Lung.tar", lesion_labels=(1,)),
 }
 
 

@@ -131,3 +131,47 @@ def test_empty_or_missing_folders(tmp_path, capsys):
     save_nifti(tmp_path / "pred" / "case_0.nii", _lab(), ras_affine())  # case_0.nii and case_0.nii.gz
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "--out", str(tmp_path / "m.csv")]) == 2
     assert "two files for case 'case_0'" in capsys.readouterr().err
+
+
+def test_lesion_wise_summary_detection_and_tumour_free_rule(tmp_path, capsys):
+    """Three scans: two tumours (one found, one missed) + a false positive; a tumour-free scan with a
+    false positive; a tumour-free scan without.  The printed summary must count each correctly."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    shape = (20, 20, 8)
+    g0, p0 = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    g0[1:19, 1:19, :] = 1
+    p0[...] = g0
+    g0[2:5, 2:5, 2:5] = 2      # found
+    p0[2:5, 2:5, 2:4] = 2      # Dice 2*18/(27+18) = 0.8
+    g0[12:15, 12:15, 2:5] = 2  # missed
+    p0[8:10, 14:16, 6:8] = 2   # false positive
+    g1, p1 = g0.copy(), p0.copy()
+    g1[g1 == 2] = 1
+    p1[p1 == 2] = 1
+    p1[5:7, 5:7, 1:3] = 2      # tumour-free scan, one false positive
+    g2 = g1.copy()
+    for name, g, p in (("a", g0, p0), ("b", g1, p1), ("c", g2, g2)):
+        save_nifti(gt / f"{name}.nii.gz", g, ras_affine())
+        save_nifti(pred / f"{name}.nii.gz", p, ras_affine())
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "m.csv"),
+                 "--task", "liver"]) == 0
+    text = capsys.readouterr().out
+    assert "1/2 lesions found (sensitivity 0.50)" in text
+    assert "0.67 false-positive lesions per scan" in text  # 2 false positives / 3 scans
+    assert "1/2 tumour-free scans with a false positive" in text
+    assert "Dice over detected lesions 0.800" in text
+    # case-mean over the one scan with a lesion: Dice of label 2 in scan a = 2*18 / (54 + 26)
+    assert f"case-mean Dice over the 1 scans with a lesion {2 * 18 / 80:.3f}" in text
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "m.csv"),
+                 "--task", "liver", "--lesions", "none"]) == 0
+    assert "lesions of label" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, words", [("7", "not among the labels"), ("a", "comma-separated")])
+def test_lesions_option_errors(tmp_path, capsys, value, words):
+    gt, pred = _folders(tmp_path)
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--lesions", value]) != 0
+    err = capsys.readouterr().err
+    assert "--lesions" in err and words in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

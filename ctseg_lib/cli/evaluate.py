@@ -5,6 +5,12 @@ ignored).  If ``--gt`` is an MSD task folder (it has ``dataset.json``) its ``lab
 ``labels`` are used.  Each prediction must lie on exactly the ground truth's voxel grid (same shape
 and affine, checked with :func:`ctseg_lib.data.msd.check_same_grid`).  Per-case, per-label rows go
 to a CSV (written atomically); the per-label summary is printed.
+
+Lesion labels (``--lesions``, by default the task's tumour label with ``--task``) are also evaluated
+lesion by lesion (:mod:`ctseg_lib.lesions`, reference pieces within ``--merge-distance`` voxels are
+one lesion): detected / reference lesions, false-positive lesions per scan, tumour-free scans with a
+false positive, Dice over detected lesions and the case-mean Dice over lesion-bearing scans — the
+detection / segmentation split of LiTS (Bilic et al. 2023) and the MSD paper.
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, metavar="SPLIT_JSON[:NAME]",
                    help="evaluate only the cases of one entry of a split file, e.g. runs/liver/split.json:test "
                         "(the split `ctseg train` saved; NAME defaults to test)")
+    p.add_argument("--lesions", default=None, metavar="LABELS",
+                   help="comma-separated label values to evaluate lesion by lesion (default: the --task's "
+                        "tumour label; 'none' to skip)")
+    p.add_argument("--merge-distance", type=int, default=2,
+                   help="reference pieces within this many voxels count as one lesion (default 2)")
     p.add_argument("--allow-missing", action="store_true",
                    help="count a missing prediction as an empty mask instead of failing")
 
@@ -111,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.msd import MSDDataset, check_same_grid
     from ..data.nifti import load_nifti
     from ..io import ensure_not_inside, write_text_atomic
+    from ..lesions import match_lesions
     from ..metrics import aggregate, evaluate_case, format_aggregate
 
     gt_root: Path = args.gt
@@ -156,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
             found |= {int(v) for v in np.unique(load_nifti(gt_path, kind="label").array)}
         labels = {v: f"label_{v}" for v in sorted(found - {0})}
 
+    lesion_labels = lesion_label_values(args, labels)
+    matches: dict[int, list] = {v: [] for v in lesion_labels}
     rows: list[dict] = []
     for cid, gt_path in gt_files.items():
         gt = load_nifti(gt_path, kind="label")
@@ -166,7 +180,57 @@ def run(args: argparse.Namespace) -> int:
         else:
             pred_arr = np.zeros_like(gt.array)
         rows += evaluate_case(pred_arr, gt.array, gt.spacing, labels, args.tolerance_mm, cid, regions)
+        for v in lesion_labels:
+            matches[v].append(match_lesions(pred_arr == v, gt.array == v, gt.spacing,
+                                            merge_distance=args.merge_distance))
     write_text_atomic(args.out, _rows_to_csv(rows))
     print(format_aggregate(aggregate(rows)))
+    for v in lesion_labels:
+        print(format_lesion_summary(v, labels.get(v, f"label_{v}"), matches[v], rows))
     print(f"\n{len(gt_files)} case(s), NSD tolerance {args.tolerance_mm} mm; per-case metrics -> {args.out}")
     return 0
+
+
+def lesion_label_values(args: argparse.Namespace, labels: dict[int, str]) -> list[int]:
+    """The label values to evaluate lesion by lesion: ``--lesions``, else the ``--task``'s tumour labels."""
+    text = getattr(args, "lesions", None)
+    if text is None:
+        task = getattr(args, "task", None)
+        if not task:
+            return []
+        from ..tasks import get_task
+
+        return [v for v in get_task(task).lesion_labels if v in labels]
+    if text.strip().lower() == "none":
+        return []
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CTSegError(f"--lesions: expected comma-separated label values or 'none', got {text!r}") from None
+    unknown = [v for v in values if v not in labels]
+    if unknown:
+        raise CTSegError(f"--lesions: label value(s) {unknown} not among the labels {labels}")
+    return values
+
+
+def format_lesion_summary(value: int, name: str, matches: list, rows: list[dict]) -> str:
+    """Detection and segmentation of lesion label ``value`` over all scans, as printed by ``ctseg evaluate``.
+
+    ``matches``: one :class:`~ctseg_lib.lesions.LesionMatch` per scan; ``rows``: the per-case metric rows
+    (their ``dice`` of this label over the scans with a reference lesion gives the case-mean Dice).
+    """
+    import math
+
+    import numpy as np
+
+    from ..lesions import lesion_metrics
+
+    m = lesion_metrics(matches)
+    case_dice = [r["dice"] for r in rows if r["label"] == value and r["gt_voxels"] > 0]
+    mean = float(np.mean(case_dice)) if case_dice else math.nan
+    return (f"\nlesions of label {value} ({name}), {m['scans']} scans:\n"
+            f"  detection:    {m['detected']}/{m['lesions']} lesions found (sensitivity {m['sensitivity']:.2f}), "
+            f"{m['fp_per_scan']:.2f} false-positive lesions per scan, "
+            f"{m['tumour_free_with_fp']}/{m['tumour_free_scans']} tumour-free scans with a false positive\n"
+            f"  segmentation: Dice over detected lesions {m['detected_dice']:.3f}; case-mean Dice over the "
+            f"{len(case_dice)} scans with a lesion {mean:.3f}")
