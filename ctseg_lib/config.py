@@ -168,6 +168,9 @@ class TrainConfig:
     #: ``restrict``, ``min_size:<mm³>``), measured with it; ``ctseg predict`` applies it unless
     #: ``--postprocess`` says otherwise (``--postprocess none``: the raw prediction).
     postprocess: list[str] = field(default_factory=list)
+    #: whether the recipe predicts with test-time mirroring (:func:`ctseg_lib.inference.softmax_tta`),
+    #: measured with it; ``ctseg predict`` follows it unless ``--tta`` / ``--no-tta`` is given.
+    tta: bool = False
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:

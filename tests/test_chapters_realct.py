@@ -1,9 +1,11 @@
-"""The real CT scans in chapters 1 and 2 (issue 15), checked without executing the notebooks.
+"""The real CT scans in chapters 1, 2 and 12 (issue 15), checked without executing the notebooks.
 
-- both chapters show the attribution and the licence of both samples, glued from the library;
+- the chapters show the attribution and the licence of both samples, glued from the library;
 - chapter 2 links the sources of the real-data quirks it describes;
 - no claim that half of the real MSD files are LPS (only the phantom generator does that);
-- the region rules of chapter 1, run on the vendored scans, give what the chapter's prose says.
+- the region rules of chapter 1, run on the vendored scans, give what the chapter's prose says;
+- chapter 12 loads the very runs that chapters 6 and 9 train (same data, same config construction),
+  and its lung-field rule keeps the real nodule inside the lung fields.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from ctseg_lib.data.stats import body_mask
 ROOT = Path(__file__).resolve().parent.parent
 CH1 = ROOT / "book" / "01_ct_basics.ipynb"
 CH2 = ROOT / "book" / "02_datasets.ipynb"
+CH6 = ROOT / "book" / "06_training.ipynb"
+CH9 = ROOT / "book" / "09_lung.ipynb"
+CH12 = ROOT / "book" / "12_real_ct.ipynb"
 QUIRK_SOURCES = ("https://github.com/PatrickChrist/LITS-CHALLENGE/issues/14",
                  "https://github.com/Project-MONAI/model-zoo/issues/766")
 
@@ -32,7 +37,7 @@ def _cells(path: Path, kind: str) -> list[str]:
     return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == kind]
 
 
-@pytest.mark.parametrize("path", [CH1, CH2], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [CH1, CH2, CH12], ids=lambda p: p.name)
 def test_attribution_and_licence_on_the_page(path):
     text, code = "\n".join(_cells(path, "markdown")), "\n".join(_cells(path, "code"))
     for name, info in SAMPLES.items():
@@ -107,3 +112,66 @@ def test_chapter1_region_rules_on_the_real_scans(tissue_regions):
         assert np.array_equal(np.unique(hu[is_fov_padding(hu)]), [value]) and hu[0, 0, 0] == value
         assert hu.mean() < hu[~is_fov_padding(hu)].mean() - 100
         assert hu.std() > 1.3 * hu[~is_fov_padding(hu)].std()
+
+
+# ------------------------------------------------------------------------------- chapter 12 (real CT)
+def _lung_configs(path: Path, marker: str) -> dict:
+    """Execute the cell of ``path`` that builds the lung chapter's configs (the one containing ``marker``),
+    with ``base`` defined by that notebook's own ``base = ...`` line; returns its namespace."""
+    from ctseg_lib.config import PRESETS, TrainConfig
+
+    code = _cells(path, "code")
+    base_line = next(line for c in code for line in c.splitlines() if line.startswith("base = "))
+    cell = next(c for c in code if marker in c)
+    namespace = {"TrainConfig": TrainConfig, "PRESETS": PRESETS, "print": lambda *a, **k: None}
+    exec(base_line, namespace)
+    exec(cell, namespace)
+    return namespace
+
+
+def test_chapter12_loads_the_runs_that_chapters_6_and_9_train():
+    """train_cached keys a run on its config and data: chapter 12 must ask for exactly those of the
+    chapters that train the models, or it would silently train (and describe) different ones."""
+    ch9 = _lung_configs(CH9, "steps = {")
+    ch12 = _lung_configs(CH12, "lung_cfg = configs")
+    assert ch12["lung_cfg"].to_dict() == ch9["configs"]["+ 2.5D"].to_dict()
+    code6, code9, code12 = ("\n".join(_cells(p, "code")) for p in (CH6, CH9, CH12))
+    for call in ('get_dataset("liver", cases=16, test_cases=2)', 'train_cached(cfg, liver_root, "liver_2d_book")'):
+        assert call in code6, f"06_training no longer has {call}: update 12_real_ct"
+    assert 'get_dataset("lung", cases=16, test_cases=2)' in code9
+    for call in ('get_dataset("liver", cases=16, test_cases=2)', 'get_dataset("lung", cases=16, test_cases=2)',
+                 'TrainConfig.from_file(PRESETS / "liver_2d_book.yaml")',
+                 'train_cached(liver_cfg, liver_root, "liver_2d_book")',
+                 "train_cached(lung_cfg, lung_root, lung_cfg.name)"):
+        assert call in code12, call
+    assert 'cfg = TrainConfig.from_file(PRESETS / "liver_2d_book.yaml")' in code6
+
+
+@pytest.fixture(scope="module")
+def lung_field():
+    """Chapter 12's own ``lung_field``, taken from its code cell."""
+    for source in _cells(CH12, "code"):
+        if "def lung_field" not in source:
+            continue
+        namespace = {"np": np, "ndimage": ndimage, "body_mask": body_mask}
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "LUNG_CLOSE_MM" for t in node.targets):
+                exec(compile(ast.Module([node], []), str(CH12), "exec"), namespace)
+            if isinstance(node, ast.FunctionDef) and node.name == "lung_field":
+                exec(compile(ast.Module([node], []), str(CH12), "exec"), namespace)
+                return namespace["lung_field"]
+    pytest.fail("chapter 12 defines no lung_field")
+
+
+def test_chapter12_lung_fields_keep_the_juxtapleural_nodule(lung_field):
+    """The restriction may only delete false positives: the real nodule (it touches the pleura) must lie
+    inside the closed lung fields, and — what the chapter's exercise shows — not inside unclosed ones."""
+    s = load_sample("lidc_0001")
+    hu, spacing = s.image.array, s.image.spacing
+    nodule = s.labels["nodule_consensus"].array > 0
+    field = lung_field(hu, spacing)
+    assert (field & nodule).sum() / nodule.sum() > 0.95
+    assert 3 < field.sum() * np.prod(spacing) / 1e6 < 6  # litres: both lungs and what they enclose
+    assert not (field & is_fov_padding(hu)).any() and not (field & ~body_mask(hu)).any()
+    unclosed = lung_field(hu, spacing, close_mm=0)
+    assert (unclosed & nodule).sum() / nodule.sum() < 0.6

@@ -267,3 +267,31 @@ def test_channels_last_inference_gives_the_same_labels(tmp_path):
     ref = predict_volume(net, vol, batch_size=2)
     out = predict_volume(loaded, vol, batch_size=2)
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_cli_predict_tta_follows_the_checkpoint_config(tmp_path, monkeypatch, capsys):
+    """A preset that records ``tta: true`` is predicted with mirroring unless ``--no-tta`` says otherwise."""
+    import ctseg_lib.inference as inference
+    from ctseg_lib.checkpoint import load_checkpoint, save_checkpoint
+    from ctseg_lib.cli import main
+    from ctseg_lib.config import TrainConfig
+
+    data, ck = _fake_run(tmp_path)
+    ckd = load_checkpoint(ck)
+    seen = []
+    real = inference.predict_case
+
+    def spy(*a, tta=False, **k):
+        seen.append(tta)
+        return real(*a, tta=tta, **k)
+
+    monkeypatch.setattr(inference, "predict_case", spy)
+    single = data / "imagesTr" / "toy_1.nii.gz"
+    for recorded in (False, True):
+        cfg = TrainConfig.from_dict({**ckd["config"], "tta": recorded})
+        ck2 = save_checkpoint(tmp_path / f"run_{recorded}" / "best.pt", model=_model_from(ckd, cfg),
+                              config=cfg.to_dict(), meta=ckd["meta"], epoch=1)
+        for flag in ([], ["--tta"], ["--no-tta"]):
+            assert main(["predict", "--checkpoint", str(ck2), "--input", str(single), "--out", str(tmp_path / "o"),
+                         "--quiet", "--device", "cpu", *flag]) == 0
+    assert seen == [False, True, False, True, True, False]

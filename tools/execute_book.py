@@ -40,7 +40,7 @@ from check_site import toc_files  # noqa: E402
 
 #: chapter -> the chapter that trains the model it loads (the shared liver_2d_book run).
 AFTER = {"07_inference": "06_training", "08_liver": "06_training", "10_pitfalls": "06_training",
-         "11_going_further": "06_training"}
+         "11_going_further": "06_training", "12_real_ct": "06_training"}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 

@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="MSD input: predict these cases of the checkpoint's split instead of imagesTs")
-    p.add_argument("--tta", action="store_true", help="average over mirrored inputs (slower, a bit better)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over mirrored inputs (slower, usually better; default: what the checkpoint's "
+                        "config records)")
     p.add_argument("--postprocess", default=None,
                    help="comma list of steps: lcc, lcc_fg, restrict, min_size:<mm3>; 'none' for the raw "
                         "prediction (default: the postprocessing recorded in the checkpoint's config)")
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         steps = parse_steps(cfg.postprocess)
         if steps and not args.quiet:
             print(f"postprocessing (from the checkpoint's config; --postprocess none to skip): {','.join(steps)}")
+    tta = cfg.tta if args.tta is None else args.tta
     names = {int(k): v for k, v in meta["labels"].items()}
     if "restrict" in steps and len(names) < 3:
         raise CTSegError("--postprocess restrict needs an organ and a tumour label (e.g. Task03 liver)")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise CTSegError("--series needs a DICOM series folder as --input", args.input)
     for f in files:
         vol = load_image(f, args.series)
-        labels = predict_case(model, cfg, meta, vol, tta=args.tta, device=device)
+        labels = predict_case(model, cfg, meta, vol, tta=tta, device=device)
         labels, report = apply_postprocessing(labels, steps, names, spacing=vol.spacing)
         out = save_prediction(args.out / f"{image_id(f)}.nii.gz", labels, vol)
         if not args.quiet:
