@@ -160,6 +160,9 @@ def _kill_paused_writer(tmp_path: Path, kind: str, dest: Path, where: str, sig: 
     if pid == 0:  # child: never return into pytest
         try:
             os.close(r)
+            # Python's Ctrl-C handler, even when the test run was started with SIGINT ignored (a
+            # background job of a non-interactive shell: `cmd &`), so that SIGINT raises in the child
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             _paused_child(kind, dest, where, w)
         finally:
             os._exit(1)
