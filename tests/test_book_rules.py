@@ -112,6 +112,37 @@ def _exercises(nb):
     return out
 
 
+TARGET = re.compile(r"^\(([\w-]+)\)=\s*$", re.M)
+
+
+def _book_labels() -> list[tuple[str, str]]:
+    """``(label, file name)`` of every ``(name)=`` target and exercise ``:label:`` of the book."""
+    out = []
+    for path in NOTEBOOKS:
+        nb = _read(path)
+        out += [(t, path.name) for t in TARGET.findall(_markdown(nb))]
+        out += [(label, path.name) for label, _ in _exercises(nb) if label]
+    for path in sorted((ROOT / "book").glob("*.md")):
+        out += [(t, path.name) for t in TARGET.findall(path.read_text(encoding="utf-8"))]
+    return out
+
+
+def test_labels_are_unique_and_exercise_labels_carry_their_chapter_number():
+    """Sphinx reports a duplicate label only as a warning at the end of a 15-minute build (which -W
+    fails). Regression: the performance appendix kept its chapter-12 exercise labels when the
+    real-CT chapter became chapter 12."""
+    labels = _book_labels()
+    assert len(labels) > 20  # the scan finds the chapter titles and the exercises
+    files = defaultdict(list)
+    for label, name in labels:
+        files[label].append(name)
+    dup = {k: v for k, v in files.items() if len(v) > 1}
+    assert not dup, f"duplicate labels: {dup}"
+    for label, name in labels:
+        m = re.fullmatch(r"ch(\d+)-ex\d+", label)
+        assert not m or name.startswith(f"{int(m.group(1)):02d}_"), f"{label} in {name}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_exercises_are_task_hint_check_solution(path):
     nb = _read(path)
