@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from .errors import CTSegError
@@ -165,14 +166,9 @@ def lesion_voxels(cases: Sequence[Preprocessed], by_class: dict[int, np.ndarray]
     for k, case in enumerate(cases):
         lab = np.asarray(case.label)
         for cl in by_class:
-            comp, n = label_lesions(lab == cl, merge_distance=2)
-            if n == 0:
-                continue
-            where = np.argwhere(comp > 0).astype(np.int32)
-            ids = comp[tuple(where.T)]
-            order = np.argsort(ids, kind="stable")
-            bounds = np.searchsorted(ids[order], np.arange(1, n + 2))
-            out[cl] += [(k, where[order[bounds[j]:bounds[j + 1]]]) for j in range(n) if bounds[j + 1] > bounds[j]]
+            comp, _ = label_lesions(lab == cl, merge_distance=2)
+            for _, where in sorted(ndimage.value_indices(comp, ignore_value=0).items()):
+                out[cl].append((k, np.stack(where, axis=1).astype(np.int32)))
     return out
 
 
@@ -286,21 +282,21 @@ class SliceDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         rng = _rng(self.seed, self.epoch, i)
-        cl, voxel = None, None
+        cl, xy, s = None, None, None
         if self.by_class and rng.random() < self.fg_fraction:
             cl = list(self.by_class)[rng.integers(len(self.by_class))]
-            if self.lesions is not None:
+            if self.lesions is not None:  # a lesion, then one of its voxels: the patch centres there
                 k, coords = self.lesions[cl][rng.integers(len(self.lesions[cl]))]
-                voxel = coords[rng.integers(len(coords))]
-                start = self.patch_corner(k, int(voxel[2]), cl, rng, voxel[:2]) if self.patch else None
-                return k, int(voxel[2]), cl, start
-            s = rng.choice(self.by_class[cl])
+                *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
+            else:
+                s = rng.choice(self.by_class[cl])
         elif self.samples_per_epoch is None:
             s = self.pool[self.order[i]]
         else:
             s = self.pool[rng.integers(len(self.pool))]
-        k, z = int(self.slice_case[s]), int(self.slice_z[s])
-        return k, z, cl, (self.patch_corner(k, z, cl, rng) if self.patch else None)
+        if s is not None:
+            k, z = int(self.slice_case[s]), int(self.slice_z[s])
+        return k, z, cl, (self.patch_corner(k, z, cl, rng, xy) if self.patch else None)
 
     def patch_corner(self, k: int, z: int, cl: int | None, rng: np.random.Generator,
                      voxel: np.ndarray | None = None) -> tuple[int, int]:
