@@ -20,6 +20,8 @@ import numpy as np
 
 from ctseg_lib.config import TrainConfig
 
+from .test_book_rules import _python
+
 ROOT = Path(__file__).resolve().parent.parent
 CH9 = ROOT / "book" / "09_lung.ipynb"
 
@@ -35,8 +37,7 @@ TEXT = "\n".join(_cells("markdown"))
 def _assigned(name: str):
     """The literal (or simple numeric expression) a top-level ``name = ...`` of a code cell assigns."""
     for source in _cells("code"):
-        tree = ast.parse("\n".join(line[: len(line) - len(line.lstrip())] + "pass"
-                                   if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()))
+        tree = ast.parse(_python(source))
         for node in tree.body:
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
                 return node.value
