@@ -165,7 +165,7 @@ class TrainConfig:
     val_every: int = 1
     num_workers: int = 0
     #: the recipe's recommended postprocessing (``ctseg_lib.postprocessing``: ``lcc``, ``lcc_fg``,
-    #: ``restrict``, ``min_size:<mm³>``), measured with it; ``ctseg predict`` applies it unless
+    #: ``restrict``, ``min_size:<mm³>``, ``lung_fields``), measured with it; ``ctseg predict`` applies it unless
     #: ``--postprocess`` says otherwise (``--postprocess none``: the raw prediction).
     postprocess: list[str] = field(default_factory=list)
     #: whether the recipe predicts with test-time mirroring (:func:`ctseg_lib.inference.softmax_tta`),

@@ -1,17 +1,22 @@
 """Anatomy-aware clean-up of predicted label maps (connected components).
 
 A network deciding voxel by voxel produces small false-positive islands far from the organ.
-Anatomy says there is one liver, and a liver tumour lies inside the liver, so:
+Anatomy says there is one liver, a liver tumour lies inside the liver and a lung nodule inside
+the lung, so:
 
 * :func:`keep_largest_per_class` keeps only the largest connected component of each class
   (nnU-Net decides per class on validation data whether this helps; Isensee et al. 2021),
 * :func:`restrict_to` removes tumour voxels that do not touch the (largest) liver-plus-tumour
-  component.
+  component,
+* :func:`remove_small` removes lesion components below a volume in mm³,
+* :func:`keep_in_lung_fields` keeps only lesion components that lie mostly inside the lung fields
+  of the CT image (:func:`lung_field`).
 
 Inputs are integer label arrays of any dimensionality; connectivity is face-connected
-(``scipy.ndimage.label`` default: 6-neighbourhood in 3D).  Every function returns
-``(new_labels, report)`` where ``report = {"removed_voxels": {label: count}}``; nothing is changed
-in place.
+(``scipy.ndimage.label`` default: 6-neighbourhood in 3D), except for the lesion-wise steps
+``min_size`` and ``lung_fields`` (26-connected lesions, as :mod:`ctseg_lib.lesions` counts them).
+Every function returns ``(new_labels, report)`` where ``report = {"removed_voxels": {label: count}}``;
+nothing is changed in place.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from .data.stats import body_mask
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -69,7 +76,97 @@ def restrict_to(labels: np.ndarray, inner_label: int = 2,
     return out, _report(np.asarray(labels), out)
 
 
-POSTPROCESS_STEPS = ("lcc", "lcc_fg", "restrict", "min_size")
+#: Default closing radius of :func:`lung_field` (mm): half the largest nodule diameter (30 mm), so
+#: the dent a juxtapleural nodule makes in the air-filled lung is bridged.
+LUNG_CLOSE_MM = 15.0
+
+
+def lung_field(hu: np.ndarray, spacing: Sequence[float], close_mm: float = LUNG_CLOSE_MM) -> np.ndarray:
+    """The lungs with what they enclose: the region where a lung nodule can lie.
+
+    The largest air-like (< -500 HU) connected region (6-connected) inside the body
+    (:func:`ctseg_lib.data.stats.body_mask`), closed with a ball of radius ``close_mm`` mm (dilation
+    then erosion by exact Euclidean distance transforms in mm, so anisotropic voxels are handled),
+    then holes filled in every axial slice (vessels, airway walls and nodules surrounded by lung
+    become part of the field).  Both lungs are one region where the airways join them (as in the
+    vendored ``lidc_0001``); if they are not joined in the scan, only the larger lung is kept.
+
+    Why the closing: a nodule is soft tissue (about -100 … 100 HU), so it is not air-like and is a
+    dent in the air region.  A nodule *inside* the lung is a hole and is filled per slice; a
+    *juxtapleural* nodule touches the pleura (the chest wall), so in its slices it is no hole and
+    filling alone leaves it outside the field.  Closing with a ball of half the largest nodule
+    diameter (15 mm: a nodule is at most 30 mm across, larger lesions are masses; Hansell et al.,
+    Fleischner glossary, Radiology 2008) bridges that dent.  ``close_mm=0``: no closing (only the
+    holes of each slice filled).
+
+    Args:
+        hu: CT volume ``(X, Y, Z)`` in Hounsfield units (any real dtype), Z the axial (slice) axis.
+        spacing: voxel size ``(sx, sy, sz)`` in mm.
+        close_mm: radius of the closing ball in mm (≥ 0).
+
+    Returns:
+        bool ``(X, Y, Z)``: the lung fields (all False if the body holds no air-like region).
+    """
+    hu = np.asarray(hu)
+    if hu.ndim != 3 or len(spacing) != 3:
+        raise ValueError(f"lung_field needs a 3D volume (X, Y, Z) and 3 spacings (mm), got shape {hu.shape} "
+                         f"and spacing {tuple(spacing)}")
+    if close_mm < 0:
+        raise ValueError(f"close_mm must be ≥ 0 mm, got {close_mm}")
+    field = largest_component(body_mask(hu) & (hu < -500))
+    if not field.any():
+        return field
+    if close_mm > 0:  # closing = dilation then erosion, by exact distances in mm
+        dilated = ndimage.distance_transform_edt(~field, sampling=spacing) <= close_mm
+        field |= ndimage.distance_transform_edt(dilated, sampling=spacing) > close_mm
+    for z in range(field.shape[2]):
+        field[:, :, z] = ndimage.binary_fill_holes(field[:, :, z])
+    return field
+
+
+def keep_in_lung_fields(labels: np.ndarray, classes: Iterable[int], field: np.ndarray,
+                        min_share: float = 0.5) -> tuple[np.ndarray, dict]:
+    """Keep the components of ``classes`` that lie at least ``min_share`` inside ``field``.
+
+    Lung nodules lie in the lung parenchyma — the solitary pulmonary nodule is an opacity of up to
+    3 cm "surrounded completely by aerated lung" (Ost et al., N Engl J Med 2003), juxtapleural ones
+    abut the pleura — so a predicted nodule in the mediastinum, the chest wall, the diaphragm or the
+    abdomen is a false positive.  Each 26-connected component (:func:`ctseg_lib.lesions.label_lesions`)
+    of each class is kept if at least ``min_share`` of its voxels are inside ``field`` (usually
+    :func:`lung_field`); the rest of that class becomes background (0).  Other labels are untouched.
+
+    Args:
+        labels: integer label map, any shape.
+        classes: the labels to filter (lesion classes).
+        field: bool mask of ``labels``' shape.
+        min_share: the fraction of a component's voxels that must lie in ``field`` (0 … 1).
+
+    Returns:
+        ``(new_labels, report)``; ``report["removed_voxels"]`` as for the other steps and
+        ``report["removed_components"] = {label: count}`` (labels with at least one removed).
+    """
+    from .lesions import label_lesions
+
+    field = np.asarray(field, dtype=bool)
+    if field.shape != np.shape(labels):
+        raise ValueError(f"lung field shape {field.shape} differs from the label shape {np.shape(labels)}")
+    out = np.array(labels, copy=True)
+    removed_components = {}
+    for c in classes:
+        comps, n = label_lesions(out == c)
+        if n == 0:
+            continue
+        share = ndimage.mean(field, comps, np.arange(1, n + 1))
+        drop = np.flatnonzero(np.asarray(share) < min_share) + 1
+        if drop.size:
+            out[np.isin(comps, drop)] = 0
+            removed_components[int(c)] = int(drop.size)
+    report = _report(np.asarray(labels), out)
+    report["removed_components"] = removed_components
+    return out, report
+
+
+POSTPROCESS_STEPS = ("lcc", "lcc_fg", "restrict", "min_size", "lung_fields")
 
 
 def remove_small(labels: np.ndarray, classes: Iterable[int], min_mm3: float,
@@ -93,7 +190,8 @@ def remove_small(labels: np.ndarray, classes: Iterable[int], min_mm3: float,
 def parse_steps(steps: Iterable[str] | str | None) -> list[str]:
     """Validated step list from ``["lcc", "min_size:30"]`` or ``"lcc,restrict"``; ``"none"`` / None / "" → [].
 
-    ``min_size:<mm³>`` takes a volume in mm³; the other steps take no argument.
+    ``min_size:<mm³>`` takes a volume in mm³; the other steps (``lcc``, ``lcc_fg``, ``restrict``,
+    ``lung_fields``) take no argument.
     """
     if steps is None:
         return []
@@ -117,11 +215,29 @@ def parse_steps(steps: Iterable[str] | str | None) -> list[str]:
 
 
 def apply_postprocessing(labels: np.ndarray, steps: Iterable[str], label_names: dict[int, str],
-                         spacing: Sequence[float] | None = None) -> tuple[np.ndarray, dict]:
-    """Apply named steps in order: ``lcc`` (largest component of each foreground class — skipped
-    for classes named like tumours, which can be several), ``lcc_fg`` (largest foreground
-    component), ``restrict`` (tumour inside organ; needs labels 1 and 2), ``min_size:<mm³>``
-    (remove tumour-class components smaller than that volume; needs ``spacing`` in mm)."""
+                         spacing: Sequence[float] | None = None,
+                         image: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Apply named steps in order to ``labels`` (integer label map) and return ``(labels, reports)``.
+
+    Steps: ``lcc`` (largest component of each foreground class — skipped for classes named like
+    tumours, which can be several), ``lcc_fg`` (largest foreground component), ``restrict`` (tumour
+    inside organ; needs labels 1 and 2), ``min_size:<mm³>`` (remove tumour-class components smaller
+    than that volume; needs ``spacing``), ``lung_fields`` (keep only tumour-class components at least
+    50 % inside the lung fields of the CT, :func:`keep_in_lung_fields` with :func:`lung_field`;
+    needs ``image`` and ``spacing``).  Tumour classes are those named like tumours (``tumour``,
+    ``cancer``, ``lesion``, ``nodule``); without one, every foreground class.
+
+    Args:
+        labels: integer label map ``(X, Y, Z)`` (any shape for the steps without an image).
+        steps: step names as :func:`parse_steps` accepts them.
+        label_names: ``{label: name}`` of the model (0 = background).
+        spacing: voxel size ``(sx, sy, sz)`` in mm, for ``min_size`` and ``lung_fields``.
+        image: the CT in HU on the same grid as ``labels`` (same shape, same canonical axes), for
+            ``lung_fields``.
+
+    Returns:
+        ``(new_labels, {step: report})``; every report has ``removed_voxels`` ``{label: count}``.
+    """
     reports: dict = {}
     fg = [k for k in sorted(label_names) if k > 0]
     tumours = [k for k in fg if _is_lesion(label_names[k])]
@@ -135,6 +251,15 @@ def apply_postprocessing(labels: np.ndarray, steps: Iterable[str], label_names: 
             if len(fg) < 2:
                 raise ValueError("'restrict' needs an organ label and a tumour label (e.g. Task03 liver)")
             labels, reports[step] = restrict_to(labels, inner_label=fg[-1], outer_labels=fg)
+        elif name == "lung_fields":
+            if image is None:
+                raise ValueError("'lung_fields' needs the CT image in HU (image=...) on the labels' grid")
+            if spacing is None:
+                raise ValueError("'lung_fields' needs the voxel spacing (mm)")
+            if np.shape(image) != np.shape(labels):
+                raise ValueError(f"'lung_fields': image shape {np.shape(image)} differs from the label shape "
+                                 f"{np.shape(labels)}")
+            labels, reports[step] = keep_in_lung_fields(labels, tumours or fg, lung_field(image, spacing))
         else:  # min_size
             if spacing is None:
                 raise ValueError(f"'{step}' needs the voxel spacing (mm)")

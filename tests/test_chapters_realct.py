@@ -149,18 +149,14 @@ def test_chapter12_loads_the_runs_that_chapters_6_and_9_train():
 
 @pytest.fixture(scope="module")
 def lung_field():
-    """Chapter 12's own ``lung_field``, taken from its code cell."""
-    for source in _cells(CH12, "code"):
-        if "def lung_field" not in source:
-            continue
-        namespace = {"np": np, "ndimage": ndimage, "body_mask": body_mask}
-        for node in ast.parse(source).body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "LUNG_CLOSE_MM" for t in node.targets):
-                exec(compile(ast.Module([node], []), str(CH12), "exec"), namespace)
-            if isinstance(node, ast.FunctionDef) and node.name == "lung_field":
-                exec(compile(ast.Module([node], []), str(CH12), "exec"), namespace)
-                return namespace["lung_field"]
-    pytest.fail("chapter 12 defines no lung_field")
+    """Chapter 12's ``lung_field``: the library's, imported by its code cell (not redefined there)."""
+    code = "\n".join(_cells(CH12, "code"))
+    assert "def lung_field" not in code, "chapter 12 redefines lung_field: import it from ctseg_lib.postprocessing"
+    assert re.search(r"^from ctseg_lib\.postprocessing import [^\n]*\blung_field\b", code, re.M), \
+        "chapter 12 no longer imports lung_field from ctseg_lib.postprocessing"
+    from ctseg_lib.postprocessing import lung_field
+
+    return lung_field
 
 
 def test_chapter12_lung_fields_keep_the_juxtapleural_nodule(lung_field):

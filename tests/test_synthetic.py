@@ -12,7 +12,8 @@ from scipy import ndimage
 from ctseg_lib.cli import main
 from ctseg_lib.data.msd import MSDDataset
 from ctseg_lib.data.nifti import load_nifti, save_nifti
-from ctseg_lib.data.synthetic import generate_case, sample_geometry, to_lps, write_dataset
+from ctseg_lib.data.phantom_abdomen import PHASES, sample_phase
+from ctseg_lib.data.synthetic import PADDING_HU, generate_case, sample_geometry, sample_scanner, to_lps, write_dataset
 from ctseg_lib.errors import CTSegError
 
 S = 0.3  # ~50×50×20 voxels: fast, still anatomically complete
@@ -55,7 +56,9 @@ def test_msd_layout_and_every_case_loads(liver6):
         orients.add(img.orientation)
         assert nib.load(ds.cases[i].image).get_data_dtype() == np.int16
         assert nib.load(ds.cases[i].label).get_data_dtype() == np.uint8
-        assert img.array.min() >= -1024 and img.array.max() <= 3071
+        a = img.array
+        assert a.max() <= 3071 and a[a >= -1024].min() >= -1024
+        assert set(np.unique(a[a < -1024])) <= {-2048, -3024}  # only the field-of-view padding
         assert np.all(lab.affine[:3, :3].diagonal() > 0)  # canonical RAS+ after loading
     assert orients == {"RAS", "LPS"}
 
@@ -94,9 +97,9 @@ def test_liver_hu_and_tumours_inside_liver():
             t = lab == 2
             shell = ndimage.binary_dilation(t) & ~t
             shell_in_liver.append((lab[shell] > 0).mean())
-        air = img[:3, :3, :]
-        assert abs(air.mean() + 1024) < 1  # outside the reconstruction circle
-    assert all(85 < h < 125 for h in liver_hu), liver_hu
+        corner = img[:3, :3, :]
+        assert len(np.unique(corner)) == 1 and corner.flat[0] in PADDING_HU  # outside the reconstruction circle
+    assert all(35 < h < 165 for h in liver_hu), liver_hu  # from non-contrast to portal-venous (PHASES)
     assert n_tumour_cases >= 2
     assert all(med < liver for _, _, med, liver in tumour_hu), tumour_hu  # hypodense in every case
     pooled = sum(t[0] for t in tumour_hu) / sum(t[1] for t in tumour_hu)
@@ -133,8 +136,70 @@ def test_geometry_ranges():
     shapes = np.array([g.shape for g in geos])
     assert sp[:, 0].min() >= 0.7 and sp[:, 0].max() <= 2.0 + 1e-6
     assert sp[:, 2].min() >= 1.0 and sp[:, 2].max() <= 5.0
-    assert shapes[:, :2].max() <= 256 and shapes[:, 2].max() <= 96 and shapes[:, 2].min() >= 48
+    assert shapes[:, :2].max() <= 256 and shapes[:, 2].max() <= 140 and shapes[:, 2].min() >= 48
     assert len(set(map(tuple, shapes))) > 30 and 300 <= min(g.fov_mm for g in geos)
+
+
+def test_liver_range_reaches_the_pelvis():
+    """Generator 3: liver scans cover 280-600 mm, so a good share reaches the pelvis (real abdomen-pelvis
+    studies do, and a model that never saw hips and bladder marks them; chapter 12)."""
+    rng = np.random.default_rng(1)
+    bottoms = np.array([sample_geometry("liver", rng).z0 for _ in range(200)])
+    assert 0.25 < (bottoms < -300).mean() < 0.7, np.percentile(bottoms, [10, 50, 90])
+    lung = np.array([sample_geometry("lung", rng).shape[2] for _ in range(50)])
+    assert lung.max() <= 96
+
+
+def test_pelvis_has_bone_beside_the_midline():
+    """Scans that end 150-280 mm below the liver (at the iliac wings and hips) show bone beside the
+    midline in their lowest 60 mm; generator 2 had only the spine there."""
+    found = 0
+    for i in range(30):
+        img, lab, aff = generate_case("liver", seed=4, index=i, scale=0.3, orientation="RAS")
+        liver_z = np.flatnonzero((lab > 0).any(axis=(0, 1)))
+        if liver_z.size == 0 or not 150 <= liver_z.min() * aff[2, 2] <= 280:
+            continue
+        low = img[:, :, : max(2, int(60 / aff[2, 2]))].copy()
+        c, half = img.shape[0] // 2, int(35 / aff[0, 0])
+        low[c - half: c + half] = 0  # ignore the midline (spine, sacrum)
+        assert (low > 250).sum() > 50, f"case {i}: no pelvic bone beside the midline"  # thick slices: partial volume
+        found += 1
+    assert found >= 2
+
+
+def test_contrast_phases_and_scanner_draws():
+    rng = np.random.default_rng(2)
+    phases = [sample_phase(rng) for _ in range(400)]
+    names = [p["name"] for p in phases]
+    for name, spec in PHASES.items():
+        share = names.count(name) / len(names)
+        assert abs(share - spec["p"]) < 0.07, (name, share)
+        livers = [p["liver"] for p in phases if p["name"] == name]
+        assert min(livers) >= spec["liver"][0] and max(livers) <= spec["liver"][1]
+    assert sum(PHASES[n]["p"] for n in PHASES) == pytest.approx(1.0)
+    scans = [sample_scanner(rng) for _ in range(300)]
+    assert {s["padding"] for s in scans} == set(PADDING_HU)
+    assert all(6 <= s["noise_sd"] <= 35 and 0.5 <= s["blur"] <= 1.1 for s in scans)
+
+
+def test_liver_phases_change_tumour_and_liver_together():
+    """A hypodense tumour stays darker than its own liver in every phase (drop is relative)."""
+    for i in range(10):
+        img, lab, _ = generate_case("liver", seed=8, index=i, scale=0.5)
+        if (lab == 2).sum() >= 200:
+            assert np.median(img[lab == 2]) < np.median(img[lab == 1]) - 8, i
+
+
+def test_lung_phantoms_unchanged_since_generator_2():
+    """Generator 3 changed the liver phantoms only: lung cases are byte-identical to version 2, so the
+    lung results of chapter 9 and the README still describe the phantoms ``ctseg synth`` writes.
+    (md5 of image, label and affine bytes, computed with generator 2 at commit 50798b7.)"""
+    import hashlib
+
+    want = ["c4e1198682a5b4eeb05726d2edb41a8d", "968569f9b83af4b455dddc90dc86733d"]
+    for i, h in enumerate(want):
+        img, lab, aff = generate_case("lung", seed=11, index=i, scale=0.5)
+        assert hashlib.md5(img.tobytes() + lab.tobytes() + aff.tobytes()).hexdigest() == h, i
 
 
 def test_refuses_foreign_folder_and_reruns_own(tmp_path):

@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="average over mirrored inputs (slower, usually better; default: what the checkpoint's "
                         "config records)")
     p.add_argument("--postprocess", default=None,
-                   help="comma list of steps: lcc, lcc_fg, restrict, min_size:<mm3>; 'none' for the raw "
-                        "prediction (default: the postprocessing recorded in the checkpoint's config)")
+                   help="comma list of steps: lcc, lcc_fg, restrict, min_size:<mm3>, lung_fields (keep lesions at "
+                        "least half inside the scan's lung fields); 'none' for the raw prediction (default: the "
+                        "postprocessing recorded in the checkpoint's config)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--quiet", action="store_true")
 
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         vol = load_image(f, args.series)
         labels = predict_case(model, cfg, meta, vol, tta=tta, device=device)
-        labels, report = apply_postprocessing(labels, steps, names, spacing=vol.spacing)
+        # labels are on the scan's canonical grid, as is vol.array (the HU that lung_fields reads)
+        labels, report = apply_postprocessing(labels, steps, names, spacing=vol.spacing, image=vol.array)
         out = save_prediction(args.out / f"{image_id(f)}.nii.gz", labels, vol)
         if not args.quiet:
             removed = {s: r["removed_voxels"] for s, r in report.items() if r["removed_voxels"]}

@@ -138,13 +138,14 @@ def posterior_angle(g: Grid, a: float, b: float, yc: float = 0.0) -> np.ndarray:
     return np.arctan2(np.abs(g.x[:, None]) / a, -(g.y[None, :] - yc) / b)
 
 
-def paint_spine(cv: Canvas, g: Grid, yv: float, rv: float, rng: np.random.Generator) -> None:
+def paint_spine(cv: Canvas, g: Grid, yv: float, rv: float, rng: np.random.Generator,
+                z_min: float = -1e4) -> None:
     """Vertebrae (cortical shell 700-1000 HU, cancellous 150-300 HU) with discs, canal and arches.
 
     Vertebral body of radius ``rv`` mm centred at ``(0, yv)``; levels repeat every ~30 mm
-    (body ≈ 24 mm + disc ≈ 7 mm, adult lumbar/thoracic proportions).
+    (body ≈ 24 mm + disc ≈ 7 mm, adult lumbar/thoracic proportions); none below ``z_min`` mm.
     """
-    sl = g.box((-50, yv - rv - 55, -1e4), (50, yv + rv + 3, 1e4))
+    sl = g.box((-50, yv - rv - 55, z_min), (50, yv + rv + 3, 1e4))
     if sl is None:
         return
     x, y, z = g.coords(sl)
@@ -205,19 +206,24 @@ def paint_table(cv: Canvas, g: Grid, y_back: float, rng: np.random.Generator) ->
     cv.hu[shell] = rng.uniform(100, 300)
 
 
-def form_image(cv: Canvas, g: Grid, rng: np.random.Generator, noise_sd: float, fov_radius: float) -> np.ndarray:
+def form_image(cv: Canvas, g: Grid, rng: np.random.Generator, noise_sd: float, fov_radius: float,
+               blur: float | None = None, noise_sigma: float = 0.8, padding: int = -1024) -> np.ndarray:
     """Ideal HU map → reconstructed CT, int16 ``(X, Y, Z)``.
 
-    Partial-volume blur (Gaussian, σ ≈ 0.6-0.9 voxel in-plane, 0.5 along z) followed by spatially
-    correlated noise (white noise low-passed with σ = 0.8 voxel, rescaled to ``noise_sd`` HU): CT noise
-    is correlated through the reconstruction kernel (Hsieh, *Computed Tomography*, ch. 5).  Voxels
-    outside the circular reconstruction field of view are -1024, values are clipped to the 12-bit
-    range [-1024, 3071] that CT scanners store.
+    Partial-volume blur (Gaussian, σ = ``blur`` voxel in-plane, drawn from 0.6-0.9 when None, 0.5
+    along z) followed by spatially correlated noise (white noise low-passed with σ = ``noise_sigma``
+    voxel, rescaled to ``noise_sd`` HU): CT noise is correlated through the reconstruction kernel
+    (Hsieh, *Computed Tomography*, ch. 5), a sharper kernel gives finer, a softer one coarser grain.
+    Values are clipped to the 12-bit range [-1024, 3071] that CT scanners store; voxels outside the
+    circular reconstruction field of view get ``padding`` (-1024, or the -2048 / -3024 that many
+    scanners write there).
     """
-    s = rng.uniform(0.6, 0.9)
+    s = rng.uniform(0.6, 0.9) if blur is None else blur
     img = ndimage.gaussian_filter(cv.hu, (s, s, 0.5), mode="nearest")
-    noise = ndimage.gaussian_filter(rng.standard_normal(cv.hu.shape, dtype=np.float32), (0.8, 0.8, 0.4))
+    noise = ndimage.gaussian_filter(rng.standard_normal(cv.hu.shape, dtype=np.float32),
+                                    (noise_sigma, noise_sigma, noise_sigma / 2))
     img += noise * np.float32(noise_sd / max(float(noise[::4, ::4].std()), 1e-6))
+    img = np.clip(np.rint(img), -1024, 3071)
     outside = np.hypot(g.x[:, None] - g.x.mean(), g.y[None, :] - g.y.mean()) > fov_radius
-    img[outside] = -1024
-    return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
+    img[outside] = padding
+    return img.astype(np.int16)

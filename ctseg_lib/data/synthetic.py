@@ -7,9 +7,11 @@ Medical Segmentation Decathlon (Antonelli et al. 2022): ``dataset.json``, ``imag
 What makes the phantoms useful for teaching is that they carry the *difficulties* of the real data:
 
 * geometry varies per case like real scans: in-plane spacing, slice thickness (1-5 mm), matrix size,
-  body size, field of view, and about half of the cases are stored **LPS** instead of RAS (as in
-  MSD), so a loader that skips :func:`nibabel.as_closest_canonical` sees mirrored anatomy;
+  body size, field of view, and every other case is stored **LPS** instead of RAS (real collections
+  mix orientations), so a loader that skips :func:`nibabel.as_closest_canonical` sees mirrored anatomy;
 * realistic HU values, partial-volume blur and correlated noise (:func:`~.phantom_shapes.form_image`);
+  liver phantoms also randomise what differs between real studies — contrast phase, scanned range
+  (heart to pelvis), noise level and grain, blur, field-of-view padding (:func:`sample_scanner`);
 * real class imbalance: small lung tumours (≲ 0.2 % of voxels), tumour-free liver cases.
 
 Each case is drawn from ``numpy.random.default_rng([seed, index, task])``, so case ``i`` is the
@@ -34,7 +36,9 @@ from .phantom_shapes import Grid, form_image
 #: Version of the phantom generator: bumped whenever the same (task, seed, index) draws a different
 #: phantom, so cached phantom folders (``ctseg_lib.notebook.get_dataset``) are regenerated.
 #: 2: one random stream per structure (``phantom_shapes.organ_streams``).
-GENERATOR_VERSION = 2
+#: 3: liver phantoms from the heart to the pelvis, contrast phases, scanner randomisation
+#:    (:func:`sample_scanner`); lung phantoms unchanged.
+GENERATOR_VERSION = 3
 #: Marker file that identifies a folder written by :func:`write_dataset` (safe to overwrite).
 MARKER = ".ctseg_synth.json"
 SLICE_MM = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
@@ -67,7 +71,9 @@ def sample_geometry(task: str, rng: np.random.Generator, scale: float = 1.0) -> 
     """Body size, field of view (≈ body width + 10-25 %), matrix, spacing and z coverage of a case.
 
     At ``scale=1`` matrices are 160-224 (≤ 256) in-plane with ≤ 2 mm pixels and 48-96 slices of
-    1-5 mm; ``scale`` multiplies the voxel counts and keeps the physical extent (spacing grows).
+    1-5 mm (liver: up to 140 slices covering 280-600 mm, from the heart down to the pelvis when
+    the slices are thick enough); ``scale`` multiplies the voxel counts and keeps the physical
+    extent (spacing grows).
     """
     a = rng.uniform(140, 190) if task == "liver" else rng.uniform(145, 185)
     b = a * (rng.uniform(0.66, 0.8) if task == "liver" else rng.uniform(0.62, 0.74))
@@ -75,16 +81,32 @@ def sample_geometry(task: str, rng: np.random.Generator, scale: float = 1.0) -> 
     n = max(int(rng.integers(160, 225)), int(np.ceil(fov / 2.0)))
     n = min(n, 256)
     sz = float(rng.choice(SLICE_MM, p=[0.08, 0.07, 0.1, 0.15, 0.15, 0.15, 0.1, 0.2]))
-    extent = rng.uniform(160, 300) if task == "liver" else rng.uniform(220, 320)
-    nz = int(np.clip(round(extent / sz), 48, 96))
+    extent = rng.uniform(280, 600) if task == "liver" else rng.uniform(220, 320)
+    nz = int(np.clip(round(extent / sz), 48, 140 if task == "liver" else 96))
     ns, nzs = max(16, round(n * scale)), max(8, round(nz * scale))
     sx, szs = fov / ns, sz * nz / nzs
-    top = rng.uniform(15, 50) if task == "liver" else rng.uniform(-30, 0) + nz * sz / 2
+    top = rng.uniform(10, 100) if task == "liver" else rng.uniform(-30, 0) + nz * sz / 2
     return Geometry(
         x0=-(ns - 1) / 2 * sx + rng.uniform(-15, 15), y0=-(ns - 1) / 2 * sx + rng.uniform(-20, 10),
         z0=top - (nzs - 1) * szs, shape=(ns, ns, nzs), spacing=(sx, sx, szs), half_axes=(a, b),
         fov_mm=fov, table_z=-rng.uniform(100, 800),
     )
+
+
+#: Values scanners write outside the reconstructed field of view, and how often the phantoms use them.
+PADDING_HU = {-1024: 0.5, -2048: 0.2, -3024: 0.3}
+
+
+def sample_scanner(rng: np.random.Generator) -> dict:
+    """What varies between scanners and protocols, as keyword arguments of :func:`form_image`.
+
+    Noise 6-35 HU (dose, patient size), its grain 0.5-1.3 voxel (reconstruction kernel),
+    partial-volume blur 0.5-1.1 voxel, and the field-of-view padding value (:data:`PADDING_HU`).
+    """
+    pads = list(PADDING_HU)
+    return {"noise_sd": float(rng.uniform(6, 35)), "noise_sigma": float(rng.uniform(0.5, 1.3)),
+            "blur": float(rng.uniform(0.5, 1.1)),
+            "padding": int(pads[int(rng.choice(len(pads), p=list(PADDING_HU.values())))])}
 
 
 def to_lps(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +132,11 @@ def generate_case(task: str, seed: int, index: int = 0, scale: float = 1.0,
     geo = sample_geometry(task, rng, scale)
     g = geo.grid()
     cv = spec.phantom_function()(g, rng, *geo.half_axes)
-    image = form_image(cv, g, rng, noise_sd=rng.uniform(10, 25), fov_radius=geo.fov_mm / 2)
+    if task == "liver":  # scanner randomisation (generator version 3; the lung phantoms are as in 2)
+        scanner = sample_scanner(rng)
+        image = form_image(cv, g, rng, fov_radius=geo.fov_mm / 2, **scanner)
+    else:
+        image = form_image(cv, g, rng, noise_sd=rng.uniform(10, 25), fov_radius=geo.fov_mm / 2)
     label, affine = cv.lab, geo.ras_affine()
     orientation = orientation or ("LPS" if (index + seed) % 2 else "RAS")
     if orientation == "LPS":
