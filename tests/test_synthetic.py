@@ -99,7 +99,7 @@ def test_liver_hu_and_tumours_inside_liver():
             shell_in_liver.append((lab[shell] > 0).mean())
         corner = img[:3, :3, :]
         assert len(np.unique(corner)) == 1 and corner.flat[0] in PADDING_HU  # outside the reconstruction circle
-    assert all(35 < h < 165 for h in liver_hu), liver_hu  # from non-contrast to portal-venous (PHASES)
+    assert all(75 < h < 165 for h in liver_hu), liver_hu  # delayed to portal-venous (PHASES)
     assert n_tumour_cases >= 2
     assert all(med < liver for _, _, med, liver in tumour_hu), tumour_hu  # hypodense in every case
     pooled = sum(t[0] for t in tumour_hu) / sum(t[1] for t in tumour_hu)
@@ -136,7 +136,10 @@ def test_geometry_ranges():
     shapes = np.array([g.shape for g in geos])
     assert sp[:, 0].min() >= 0.7 and sp[:, 0].max() <= 2.0 + 1e-6
     assert sp[:, 2].min() >= 1.0 and sp[:, 2].max() <= 5.0
-    assert shapes[:, :2].max() <= 256 and shapes[:, 2].max() <= 140 and shapes[:, 2].min() >= 48
+    assert shapes[:, :2].max() <= 256 and shapes[:, 2].max() <= 200 and shapes[:, 2].min() >= 48
+    # every liver scan reaches below the liver (~170 mm under the dome at z = 0): a scan that holds a
+    # third of the liver and mostly heart made the book's model call the heart "liver" (generator 3)
+    assert max(g.z0 for g in geos) <= -150, sorted(g.z0 for g in geos)[-5:]
     assert len(set(map(tuple, shapes))) > 30 and 300 <= min(g.fov_mm for g in geos)
 
 
@@ -175,7 +178,8 @@ def test_contrast_phases_and_scanner_draws():
         share = names.count(name) / len(names)
         assert abs(share - spec["p"]) < 0.07, (name, share)
         livers = [p["liver"] for p in phases if p["name"] == name]
-        assert min(livers) >= spec["liver"][0] and max(livers) <= spec["liver"][1]
+        assert all(spec["liver"][0] <= h <= spec["liver"][1] for h in livers)
+    assert set(names) == {"portal-venous", "delayed"}  # MSD Task03 / LiTS: contrast-enhanced, mostly portal-venous
     assert sum(PHASES[n]["p"] for n in PHASES) == pytest.approx(1.0)
     scans = [sample_scanner(rng) for _ in range(300)]
     assert {s["padding"] for s in scans} == set(PADDING_HU)

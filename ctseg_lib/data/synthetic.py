@@ -36,9 +36,11 @@ from .phantom_shapes import Grid, form_image
 #: Version of the phantom generator: bumped whenever the same (task, seed, index) draws a different
 #: phantom, so cached phantom folders (``ctseg_lib.notebook.get_dataset``) are regenerated.
 #: 2: one random stream per structure (``phantom_shapes.organ_streams``).
-#: 3: liver phantoms from the heart to the pelvis, contrast phases, scanner randomisation
+#: 3: (development state of 2026-11-29, superseded by 4)
+#: 4: liver phantoms from the heart to the pelvis, contrast phases (portal-venous, delayed), a heart
+#:    with wall and pericardial fat, spleens of varied size, scanner randomisation
 #:    (:func:`sample_scanner`); lung phantoms unchanged.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 #: Marker file that identifies a folder written by :func:`write_dataset` (safe to overwrite).
 MARKER = ".ctseg_synth.json"
 SLICE_MM = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
@@ -71,7 +73,7 @@ def sample_geometry(task: str, rng: np.random.Generator, scale: float = 1.0) -> 
     """Body size, field of view (≈ body width + 10-25 %), matrix, spacing and z coverage of a case.
 
     At ``scale=1`` matrices are 160-224 (≤ 256) in-plane with ≤ 2 mm pixels and 48-96 slices of
-    1-5 mm (liver: up to 140 slices covering 280-600 mm, from the heart down to the pelvis when
+    1-5 mm (liver: up to 200 slices covering 280-600 mm, from the heart down to the pelvis when
     the slices are thick enough); ``scale`` multiplies the voxel counts and keeps the physical
     extent (spacing grows).
     """
@@ -82,10 +84,13 @@ def sample_geometry(task: str, rng: np.random.Generator, scale: float = 1.0) -> 
     n = min(n, 256)
     sz = float(rng.choice(SLICE_MM, p=[0.08, 0.07, 0.1, 0.15, 0.15, 0.15, 0.1, 0.2]))
     extent = rng.uniform(280, 600) if task == "liver" else rng.uniform(220, 320)
-    nz = int(np.clip(round(extent / sz), 48, 140 if task == "liver" else 96))
+    nz = int(np.clip(round(extent / sz), 48, 200 if task == "liver" else 96))
     ns, nzs = max(16, round(n * scale)), max(8, round(nz * scale))
     sx, szs = fov / ns, sz * nz / nzs
-    top = rng.uniform(10, 100) if task == "liver" else rng.uniform(-30, 0) + nz * sz / 2
+    if task == "liver":  # a liver scan holds the whole liver (~170 mm below the dome): thin-slice scans,
+        top = rng.uniform(10, 100 if nz * sz >= 300 else 40)  # which cover less, start just above it
+    else:
+        top = rng.uniform(-30, 0) + nz * sz / 2
     return Geometry(
         x0=-(ns - 1) / 2 * sx + rng.uniform(-15, 15), y0=-(ns - 1) / 2 * sx + rng.uniform(-20, 10),
         z0=top - (nzs - 1) * szs, shape=(ns, ns, nzs), spacing=(sx, sx, szs), half_axes=(a, b),
