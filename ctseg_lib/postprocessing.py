@@ -79,17 +79,21 @@ def restrict_to(labels: np.ndarray, inner_label: int = 2,
 #: Default closing radius of :func:`lung_field` (mm): half the largest nodule diameter (30 mm), so
 #: the dent a juxtapleural nodule makes in the air-filled lung is bridged.
 LUNG_CLOSE_MM = 15.0
+#: An air region counts as lung if it has at least this share of the largest air region's voxels.
+LUNG_SHARE = 0.25
 
 
 def lung_field(hu: np.ndarray, spacing: Sequence[float], close_mm: float = LUNG_CLOSE_MM) -> np.ndarray:
     """The lungs with what they enclose: the region where a lung nodule can lie.
 
-    The largest air-like (< -500 HU) connected region (6-connected) inside the body
+    The large air-like (< -500 HU) connected regions (6-connected) inside the body
     (:func:`ctseg_lib.data.stats.body_mask`), closed with a ball of radius ``close_mm`` mm (dilation
     then erosion by exact Euclidean distance transforms in mm, so anisotropic voxels are handled),
     then holes filled in every axial slice (vessels, airway walls and nodules surrounded by lung
-    become part of the field).  Both lungs are one region where the airways join them (as in the
-    vendored ``lidc_0001``); if they are not joined in the scan, only the larger lung is kept.
+    become part of the field).  The two lungs are one region where the airways join them (as in the
+    vendored ``lidc_0001``); where they do not (thick slices, a phantom's short bronchi), every air
+    region of at least :data:`LUNG_SHARE` of the largest counts as lung — keeping only the largest
+    deleted every nodule of the other lung (found on fresh phantoms: 2 of 7 detected tumours).
 
     Why the closing: a nodule is soft tissue (about -100 … 100 HU), so it is not air-like and is a
     dent in the air region.  A nodule *inside* the lung is a hole and is filled per slice; a
@@ -113,9 +117,12 @@ def lung_field(hu: np.ndarray, spacing: Sequence[float], close_mm: float = LUNG_
                          f"and spacing {tuple(spacing)}")
     if close_mm < 0:
         raise ValueError(f"close_mm must be ≥ 0 mm, got {close_mm}")
-    field = largest_component(body_mask(hu) & (hu < -500))
-    if not field.any():
-        return field
+    air, n = ndimage.label(body_mask(hu) & (hu < -500))
+    if n == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    sizes = np.bincount(air.ravel())[1:]
+    # both lungs: every air region at least LUNG_SHARE of the largest (bowel and stomach gas are far smaller)
+    field = np.isin(air, np.flatnonzero(sizes >= LUNG_SHARE * sizes.max()) + 1)
     if close_mm > 0:  # closing = dilation then erosion, by exact distances in mm
         dilated = ndimage.distance_transform_edt(~field, sampling=spacing) <= close_mm
         field |= ndimage.distance_transform_edt(dilated, sampling=spacing) > close_mm

@@ -219,3 +219,25 @@ def test_real_nodule_lies_in_the_lung_fields_and_survives_the_step(lidc):
     out, rep = apply_postprocessing(lab, ["lung_fields"], NAMES, spacing=spacing, image=hu)
     np.testing.assert_array_equal(out, nodule.astype(np.uint8))
     assert rep["lung_fields"]["removed_voxels"] == {1: 27}
+
+
+def test_both_lungs_count_when_the_airways_do_not_join_them():
+    """Regression: the field was the *largest* air region only, so a nodule in the other lung was
+    deleted whenever the lungs were not joined in the scan (the phantoms' short bronchi: 2 of 7
+    detected tumours lost on fresh phantoms).  Every air region of at least LUNG_SHARE of the largest
+    is lung; a small gas pocket (stomach, bowel) is not."""
+    hu, nodules = synthetic_chest()
+    x, y, z = np.meshgrid(*[(np.arange(n) + 0.0) * s for n, s in zip(SHAPE, SPACING)], indexing="ij")
+    hu[(np.abs(x - 64) <= 24) & ((y - 48) ** 2 + (z - 72) ** 2 <= 16)] = 40  # no bronchus: two air regions
+    hu[((x - 64) ** 2 + (y - 48) ** 2 <= 25) & (z >= 72)] = 40                 # no trachea
+    hu[((x - 88) / 10) ** 2 + ((y - 48) / 12) ** 2 + ((z - 66) / 16) ** 2 <= 1] = 40  # a mass fills the right lung
+    gas = ((x - 88) ** 2 + (y - 48) ** 2 + (z - 15) ** 2) <= 49                 # gas pocket in the abdomen
+    hu[gas] = -1000
+    field = lung_field(hu, SPACING)
+    assert field[nodules["inside"]].all()  # the left lung's nodule
+    assert field[_ball((88, 48, 60), 3)].any()  # the (smaller) right lung is lung too
+    assert not field[gas].any()
+    labels = nodules["inside"].astype(np.uint8) + 2 * _ball((88, 40, 66), 4).astype(np.uint8)
+    hu[labels == 2] = BLOB_HU
+    out, _ = keep_in_lung_fields(labels, [1, 2], lung_field(hu, SPACING))
+    assert (out == 1).sum() == (labels == 1).sum() and (out == 2).sum() == (labels == 2).sum()
