@@ -38,9 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from check_site import toc_files  # noqa: E402
 
-#: chapter -> the chapter that trains the model it loads (the shared liver_2d_book run).
+#: chapter -> the chapter it starts after: the one that trains the model it loads (the shared
+#: liver_2d_book run), or later.  12_real_ct also loads 09_lung's models; started right after
+#: 06_training it waited ~4 min for them on the file lock, holding a worker, so it starts after
+#: 10_pitfalls (itself after 06_training), by when 09_lung has trained them.
 AFTER = {"07_inference": "06_training", "08_liver": "06_training", "10_pitfalls": "06_training",
-         "11_going_further": "06_training", "12_real_ct": "06_training"}
+         "11_going_further": "06_training", "12_real_ct": "10_pitfalls"}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
