@@ -27,6 +27,11 @@ from typing import Any
 
 import torch
 
+# ctseg against MONAI is a comparison of algorithms in float32: MONAI's networks run in float32, so
+# ctseg's CPU bfloat16 inference (ctseg_lib.inference.cpu_bf16) is off here unless asked for;
+# benchmarks/bench_bf16.py measures bfloat16 itself.
+os.environ.setdefault("CTSEG_CPU_BF16", "0")
+
 
 class AgreementError(AssertionError):
     """ctseg and MONAI outputs differ by more than the stated tolerance."""

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctseg_lib.data.nifti import save_nifti
+
+# The suite checks algorithms with float32 tolerances on every machine: CPU bfloat16 inference (on by
+# default where the CPU has native bf16, see ctseg_lib.inference.cpu_bf16) is tested on its own in
+# tests/test_inference_bf16.py, which sets the variable itself.
+os.environ["CTSEG_CPU_BF16"] = "0"
 
 
 def ras_affine(spacing=(1.5, 1.2, 3.0), origin=(-30.0, -20.0, 10.0)) -> np.ndarray:

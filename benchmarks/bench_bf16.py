@@ -1,0 +1,57 @@
+"""CPU inference in float32 vs bfloat16 autocast: the choice behind ``ctseg_lib.inference.cpu_bf16``.
+
+    python benchmarks/bench_bf16.py              # 1 thread, book-model size
+    python benchmarks/bench_bf16.py --threads 2
+
+Times :func:`ctseg_lib.inference.predict_volume` of a U-Net the size of the book's models (16 base
+channels, depth 4, 3 classes, channels_last as ``load_model`` leaves it) on a 160×128×120 volume,
+once with ``CTSEG_CPU_BF16=0`` and once with ``=1``, alternated (median of ``--repeats`` runs after a
+warm-up, the method of ``common.py``), and reports how far the probabilities and the argmax labels
+move.  On a CPU without native bf16 (no ``amx_bf16`` / ``avx512_bf16`` flag) the ratio is expected
+below 1: that is why ``auto`` switches bf16 on only where the flags say it is native.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from common import alternate, median
+
+from ctseg_lib.inference import BF16_CPU_FLAGS, _cpu_flags, predict_volume
+from ctseg_lib.models.unet import UNet
+
+
+def _predict(model: torch.nn.Module, vol: np.ndarray, bf16: bool) -> np.ndarray:
+    os.environ["CTSEG_CPU_BF16"] = "1" if bf16 else "0"
+    return predict_volume(model, vol, batch_size=32)
+
+
+def run(threads: int, repeats: int = 3, shape: tuple[int, int, int] = (160, 128, 120)) -> dict[str, object]:
+    """Median seconds per volume in float32 and bfloat16, the speed-up and the agreement."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    vol = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    model = UNet(2, 1, 3, base_channels=16, depth=4).eval().to(memory_format=torch.channels_last)
+    times = alternate({"fp32": lambda: _predict(model, vol, False), "bf16": lambda: _predict(model, vol, True)},
+                      repeats)
+    p32, p16 = _predict(model, vol, False), _predict(model, vol, True)
+    t32, t16 = median(times["fp32"]), median(times["bf16"])
+    return {"threads": threads, "native_bf16": sorted(_cpu_flags() & set(BF16_CPU_FLAGS)),
+            "fp32_s": round(t32, 3), "bf16_s": round(t16, 3), "speedup": round(t32 / t16, 2),
+            "max_prob_diff": float(np.abs(p16 - p32).max()),
+            "argmax_agreement": float((p16.argmax(0) == p32.argmax(0)).mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(run(args.threads, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
