@@ -35,9 +35,16 @@ def run(threads: int, repeats: int = 3, shape: tuple[int, int, int] = (160, 128,
     torch.manual_seed(0)
     vol = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     model = UNet(2, 1, 3, base_channels=16, depth=4).eval().to(memory_format=torch.channels_last)
-    times = alternate({"fp32": lambda: _predict(model, vol, False), "bf16": lambda: _predict(model, vol, True)},
-                      repeats)
-    p32, p16 = _predict(model, vol, False), _predict(model, vol, True)
+    before = os.environ.get("CTSEG_CPU_BF16")
+    try:
+        times = alternate({"fp32": lambda: _predict(model, vol, False), "bf16": lambda: _predict(model, vol, True)},
+                          repeats)
+        p32, p16 = _predict(model, vol, False), _predict(model, vol, True)
+    finally:  # leave the caller's setting as it was
+        if before is None:
+            os.environ.pop("CTSEG_CPU_BF16", None)
+        else:
+            os.environ["CTSEG_CPU_BF16"] = before
     t32, t16 = median(times["fp32"]), median(times["bf16"])
     return {"threads": threads, "native_bf16": sorted(_cpu_flags() & set(BF16_CPU_FLAGS)),
             "fp32_s": round(t32, 3), "bf16_s": round(t16, 3), "speedup": round(t32 / t16, 2),
