@@ -37,6 +37,9 @@ class ModelConfig:
     ``context`` is the 2.5D neighbourhood k: the network sees slices ``z-k .. z+k`` as
     ``2k+1`` input channels (k=0 is plain 2D).  ``depth`` counts resolution levels, so the input
     is downsampled ``depth-1`` times and spatial sizes must be divisible by ``2**(depth-1)``.
+    ``min_bottleneck`` is the smallest side (voxels) the deepest feature map may have: 4, nnU-Net's
+    minimum (Isensee et al. 2021), unless an experiment needs deeper networks on small inputs (chapter
+    8's depth sweep: depth 7 on 128 × 128 slices, a 2 × 2 bottleneck).
     """
 
     spatial_dims: int = 2
@@ -47,6 +50,7 @@ class ModelConfig:
     dropout: float = 0.0
     upsample: str = "transpose"
     deep_supervision: bool = False
+    min_bottleneck: int = 4
 
     @property
     def in_channels(self) -> int:
@@ -379,7 +383,8 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     for key, allowed in _CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise _fail(key, f"must be one of {list(allowed)}, got {_get(cfg, key)!r}", source)
-    positive = ("epochs", "batch_size", "val_batch_size", "val_every", "model.base_channels", "model.depth")
+    positive = ("epochs", "batch_size", "val_batch_size", "val_every", "model.base_channels", "model.depth",
+                "model.min_bottleneck")
     for key in positive:
         if _get(cfg, key) < 1:
             raise _fail(key, f"must be >= 1, got {_get(cfg, key)}", source)
@@ -406,7 +411,7 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
                                                 or min(cfg.data.target_spacing) <= 0):
         raise _fail("data.target_spacing", "must be 3 positive numbers (mm) or null", source)
     # Sizes: the U-Net halves the resolution depth-1 times, so each side must be divisible by
-    # 2**(depth-1) and the bottleneck must keep at least 4 voxels (nnU-Net's minimum feature map).
+    # 2**(depth-1) and the bottleneck must keep at least model.min_bottleneck voxels (4: nnU-Net's minimum).
     dims = cfg.model.spatial_dims
     # A 2D model trains on whole slices (slice_size, or native size when null) or, when
     # patch_size has 2 entries, on in-plane patches of them (nnU-Net's 2D configuration).
@@ -416,11 +421,12 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         raise _fail(key, f"is required for a {dims}D model" + (" (or data.patch_size)" if dims == 2 else ""), source)
     if len(size) != dims:
         raise _fail(key, f"must have {dims} entries for a {dims}D model, got {size}", source)
-    div = cfg.model.size_divisor
+    div, low = cfg.model.size_divisor, cfg.model.min_bottleneck
     for s in size:
-        if s % div or s // div < 4:
+        if s % div or s // div < low:
             raise _fail(key, f"size {s} is impossible for model.depth={cfg.model.depth}: each side must "
-                        f"be a multiple of 2**(depth-1)={div} and at least {4 * div}", source)
+                        f"be a multiple of 2**(depth-1)={div} and at least {low * div} "
+                        f"(model.min_bottleneck={low} voxels at the bottleneck)", source)
     try:
         cfg.data.preprocess_params()
     except CTSegError as e:

@@ -29,6 +29,13 @@ def test_partial_dict_keeps_defaults():
     assert cfg.model.depth == 4
 
 
+def test_min_bottleneck_allows_the_original_projects_depth_7():
+    """Depth 7 on 128 x 128 slices leaves a 2 x 2 bottleneck: refused by default, allowed when asked for."""
+    cfg = TrainConfig.from_dict({"model": {"depth": 7, "min_bottleneck": 2},
+                                 "data": {"slice_size": [128, 128], "patch_size": None}})
+    assert cfg.model.size_divisor == 64 and 128 // cfg.model.size_divisor == 2
+
+
 @pytest.mark.parametrize("d, key, words", [
     ({"optim": {"lr": "fast"}}, "optim.lr", "expected float, got str"),
     ({"optim": {"learning_rate": 0.1}}, "optim.learning_rate", "unknown key"),
@@ -41,6 +48,11 @@ def test_partial_dict_keeps_defaults():
     ({"epochs": 0}, "epochs", ">= 1"),
     ({"data": {"fg_fraction": 1.5}}, "data.fg_fraction", "[0, 1]"),
     ({"model": {"depth": 6}, "data": {"slice_size": [64, 64]}}, "data.slice_size", "impossible"),
+    ({"model": {"depth": 7}, "data": {"slice_size": [128, 128], "patch_size": None}}, "data.slice_size",
+     "min_bottleneck=4"),
+    ({"model": {"depth": 7, "min_bottleneck": 2}, "data": {"slice_size": [128, 96], "patch_size": None}},
+     "data.slice_size", "at least 128"),
+    ({"model": {"min_bottleneck": 0}}, "model.min_bottleneck", ">= 1"),
     ({"data": {"slice_size": [100, 128]}}, "data.slice_size", "multiple of"),
     ({"data": {"slice_size": [128]}}, "data.slice_size", "2 entries"),
     ({"model": {"spatial_dims": 3}}, "data.patch_size", "required"),
