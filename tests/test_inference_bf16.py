@@ -62,3 +62,49 @@ def test_bf16_sliding_window_agrees_with_float32(monkeypatch):
     p16 = sliding_window_inference(model, vol, (16, 16, 16)).numpy()
     assert 0 < np.abs(p16 - p32).max() < 0.05
     assert (p16.argmax(0) == p32.argmax(0)).mean() > 0.98
+
+
+# -- training -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("amp", "env", "device", "expected"), [
+    (True, "1", "cpu", torch.bfloat16), (True, "0", "cpu", None), (False, "1", "cpu", None),
+    (True, "0", "cuda", torch.float16), (False, "0", "cuda", None)])
+def test_autocast_dtype(monkeypatch, amp, env, device, expected):
+    from ctseg_lib.config import TrainConfig
+    from ctseg_lib.training import autocast_dtype
+
+    monkeypatch.setenv("CTSEG_CPU_BF16", env)
+    assert autocast_dtype(TrainConfig.from_dict({"amp": amp}), torch.device(device)) is expected
+
+
+def test_bf16_training_runs_the_convolutions_in_bf16_and_learns(monkeypatch, tmp_path):
+    """A training run with CTSEG_CPU_BF16=1: the network's convolutions see bfloat16 inputs, the loss
+    is float32 and finite, and the run is deterministic (same seed, same weights)."""
+    from tests.conftest import write_msd
+    from tests.test_training import tiny_cfg
+
+    import ctseg_lib.training as T
+
+    data = write_msd(tmp_path / "Task03_Liver", n=4)
+    monkeypatch.setenv("CTSEG_CPU_BF16", "1")
+    seen: set[torch.dtype] = set()
+    real_step = T.training_step
+
+    def spy(run, x, y):
+        hook = next(m for m in run.net.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+            lambda mod, inp, out: seen.add(out.dtype))
+        try:
+            return real_step(run, x, y)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(T, "training_step", spy)
+    a = T.train(tiny_cfg(), data, tmp_path / "a", quiet=True, device="cpu")
+    assert seen == {torch.bfloat16}
+    assert all(np.isfinite(r["train_loss"]) for r in a.history)
+    b = T.train(tiny_cfg(), data, tmp_path / "b", quiet=True, device="cpu")
+    assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
+    monkeypatch.setenv("CTSEG_CPU_BF16", "0")
+    seen.clear()
+    c = T.train(tiny_cfg(), data, tmp_path / "c", quiet=True, device="cpu")
+    assert seen == {torch.float32}
+    assert any(not torch.equal(a.model.state_dict()[k], c.model.state_dict()[k]) for k in a.model.state_dict())
