@@ -79,9 +79,10 @@ def test_autocast_dtype(monkeypatch, amp, env, device, expected):
 def test_bf16_training_runs_the_convolutions_in_bf16_and_learns(monkeypatch, tmp_path):
     """A training run with CTSEG_CPU_BF16=1: the network's convolutions see bfloat16 inputs, the loss
     is float32 and finite, and the run is deterministic (same seed, same weights)."""
-    import ctseg_lib.training as T
     from tests.conftest import write_msd
     from tests.test_training import tiny_cfg
+
+    import ctseg_lib.training as T
 
     data = write_msd(tmp_path / "Task03_Liver", n=4)
     monkeypatch.setenv("CTSEG_CPU_BF16", "1")
