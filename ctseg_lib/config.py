@@ -150,8 +150,7 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     """Everything that defines a training run.  ``iterations_per_epoch=None`` means one full pass
-    over the training slices per epoch.  ``amp``: mixed precision — float16 on CUDA, bfloat16 on a
-    CPU that computes it natively, float32 otherwise (``ctseg_lib.training.autocast_dtype``)."""
+    over the training slices per epoch.  ``amp`` is only used on CUDA."""
 
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)

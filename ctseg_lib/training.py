@@ -42,7 +42,7 @@ from .checkpoint import build_model, load_checkpoint, save_checkpoint, set_rng_s
 from .config import TrainConfig
 from .data.msd import MSDDataset
 from .datasets import PatchDataset, SliceDataset, save_split, split_cases
-from .inference import cpu_bf16, predict_volume, sliding_window_inference
+from .inference import predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
 from .metrics import confusion, dice_from_counts
@@ -96,26 +96,9 @@ class Run:
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """float16 mixed precision with gradient scaling: only on CUDA (on the CPU float16 is slow)."""
+    """Mixed precision (float16 autocast + gradient scaling) only on CUDA: on the CPU float16 is slow
+    and the scaler has nothing to protect."""
     return cfg.amp and device.type == "cuda"
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The dtype the forward pass runs in under ``autocast``, or None for plain float32.
-
-    ``cfg.amp`` on CUDA: float16 (with a ``GradScaler``).  ``cfg.amp`` on a CPU that computes
-    bfloat16 natively (:func:`ctseg_lib.inference.cpu_bf16`: Intel AMX / AVX512-BF16): bfloat16,
-    about 2x faster per step; bfloat16 has float32's exponent range, so nothing underflows and no
-    scaler is needed (Kalamkar et al. 2019, "A study of BFLOAT16 for deep learning training").
-    The weights, the optimiser and the loss stay float32.
-    """
-    if not cfg.amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_bf16():
-        return torch.bfloat16
-    return None
 
 
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
@@ -255,17 +238,12 @@ def _restore(run: Run, ckpt: dict) -> None:
 def training_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
     """One optimisation step on a batch ``x`` float32 ``(N, C, ...)``, ``y`` int64 ``(N, ...)``; returns the loss.
 
-    Mixed precision (:func:`autocast_dtype`): on CUDA the forward pass runs in float16 where safe
-    (``autocast``) and the loss is scaled before ``backward`` so small float16 gradients do not
-    underflow to 0 (``GradScaler`` unscales them before clipping and skips a step whose gradients
-    overflowed); on a CPU with native bfloat16 it runs in bfloat16, unscaled.
+    Mixed precision on CUDA: the forward pass runs in float16 where safe (``autocast``) and the loss
+    is scaled before ``backward`` so small float16 gradients do not underflow to 0 (``GradScaler``
+    unscales them before clipping and skips a step whose gradients overflowed).
     """
-    dtype = autocast_dtype(run.cfg, run.device)
-    with torch.autocast(device_type=run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        out = run.net(x)
-    # the loss (softmax, logs, sums over many voxels) in float32 (a list with deep supervision)
-    out = [o.float() for o in out] if isinstance(out, list | tuple) else out.float()
-    loss = run.loss_fn(out, y)
+    with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
+        loss = run.loss_fn(run.net(x), y)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.cfg.grad_clip:
