@@ -114,13 +114,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def build_model(cfg: Any, num_classes: int) -> torch.nn.Module:
-    """The U-Net described by ``cfg.model`` (a :class:`~ctseg_lib.config.TrainConfig`)."""
+    """The U-Net described by ``cfg.model`` (a :class:`~ctseg_lib.config.TrainConfig`); with
+    ``cfg.ensemble`` > 1 an :class:`~ctseg_lib.models.ensemble.Ensemble` of that many."""
+    from .models.ensemble import Ensemble
     from .models.unet import UNet
 
     m = cfg.model
-    return UNet(spatial_dims=m.spatial_dims, in_channels=m.in_channels, out_channels=num_classes,
-                base_channels=m.base_channels, depth=m.depth, norm=m.norm, dropout=m.dropout,
-                upsample=m.upsample, deep_supervision=m.deep_supervision)
+
+    def one() -> torch.nn.Module:
+        return UNet(spatial_dims=m.spatial_dims, in_channels=m.in_channels, out_channels=num_classes,
+                    base_channels=m.base_channels, depth=m.depth, norm=m.norm, dropout=m.dropout,
+                    upsample=m.upsample, deep_supervision=m.deep_supervision)
+
+    n = int(getattr(cfg, "ensemble", 1))
+    return one() if n == 1 else Ensemble([one() for _ in range(n)])
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

@@ -166,6 +166,7 @@ class TrainConfig:
     amp: bool = True
     grad_clip: float | None = 12.0
     seed: int = 0
+    ensemble: int = 1  # > 1: that many networks, seeds seed, seed+1, ..., softmax averaged (models.ensemble)
     val_every: int = 1
     num_workers: int = 0
     #: the recipe's recommended postprocessing (``ctseg_lib.postprocessing``: ``lcc``, ``lcc_fg``,
@@ -384,7 +385,7 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         if _get(cfg, key) not in allowed:
             raise _fail(key, f"must be one of {list(allowed)}, got {_get(cfg, key)!r}", source)
     positive = ("epochs", "batch_size", "val_batch_size", "val_every", "model.base_channels", "model.depth",
-                "model.min_bottleneck")
+                "model.min_bottleneck", "ensemble")
     for key in positive:
         if _get(cfg, key) < 1:
             raise _fail(key, f"must be >= 1, got {_get(cfg, key)}", source)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import random
 import sys
 import time
@@ -38,10 +39,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed as D
 from .augment import augment_batch
-from .checkpoint import build_model, load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from .checkpoint import build_model, load_checkpoint, load_model, save_checkpoint, set_rng_state, unwrap
 from .config import TrainConfig
 from .data.msd import MSDDataset
 from .datasets import PatchDataset, SliceDataset, save_split, split_cases
+from .errors import CTSegError
 from .inference import predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
@@ -365,6 +367,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
         cache_dir: a preprocessing cache (``ctseg preprocess --out``) to read cases from and add
             missing ones to; default: preprocess in memory.
     """
+    if cfg.ensemble > 1:
+        return train_ensemble(cfg, data_root, out_dir, resume, quiet, max_epochs, device, cache_dir)
     run = setup_run(cfg, data_root, out_dir, resume, device, cache_dir, quiet)
     cfg, epoch = run.cfg, run.start_epoch
     end = cfg.epochs if max_epochs is None else min(cfg.epochs, max_epochs)
@@ -386,3 +390,35 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
     finally:
         D.cleanup_distributed()
     return TrainResult(run.history, run.out_dir / "best.pt", run.out_dir / "last.pt", unwrap(run.model))
+
+
+def train_ensemble(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False,
+                   quiet: bool = False, max_epochs: int | None = None, device: str | None = None,
+                   cache_dir: str | Path | None = None) -> TrainResult:
+    """``cfg.ensemble`` networks, one :func:`train` each with seeds ``cfg.seed``, ``cfg.seed + 1``, ...
+    (same split: it depends on ``data.split_seed`` only), in ``out_dir/member_<k>``; then
+    ``out_dir/best.pt`` holds their :class:`~ctseg_lib.models.ensemble.Ensemble` (each member's
+    ``best.pt`` weights) with ``cfg`` itself, so ``load_model`` / ``ctseg predict`` use it as one model.
+    ``history.json`` lists every member's epochs with a ``member`` column.
+    """
+    from .models.ensemble import Ensemble
+
+    out_dir = Path(out_dir)
+    members, history, meta = [], [], None
+    for k in range(cfg.ensemble):
+        member_cfg = cfg.with_changes({"ensemble": 1, "seed": cfg.seed + k, "name": f"{cfg.name}_member{k}"})
+        res = train(member_cfg, data_root, out_dir / f"member_{k}", resume=resume, quiet=quiet,
+                    max_epochs=max_epochs, device=device, cache_dir=cache_dir)
+        member, _, member_meta = load_model(res.best_path)  # the member's best.pt, not its last epoch
+        if meta is not None and member_meta["split"] != meta["split"]:
+            raise CTSegError("ensemble members were trained on different splits", out_dir)
+        meta = meta or member_meta
+        members.append(member)
+        history += [{"member": k, **row} for row in res.history]
+    model = Ensemble([m.cpu() for m in members])
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only the main process writes
+        for name in ("best.pt", "last.pt"):
+            save_checkpoint(out_dir / name, model=model, config=cfg.to_dict(), meta=meta,
+                            epoch=max(r["epoch"] for r in history), history=history)
+        _write_history(out_dir, history)
+    return TrainResult(history, out_dir / "best.pt", out_dir / "last.pt", model)

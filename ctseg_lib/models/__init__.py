@@ -1,7 +1,9 @@
-"""Segmentation networks: :class:`UNet` (2D/2.5D/3D) and the course project's :class:`OriginalProjectUNet`."""
+"""Segmentation networks: :class:`UNet` (2D/2.5D/3D), the course project's :class:`OriginalProjectUNet`, and
+:class:`Ensemble` (the mean softmax of several trained networks)."""
 
+from .ensemble import Ensemble
 from .original import OriginalProjectUNet
 from .unet import UNet, count_parameters, pad_to_divisor, receptive_field, shape_walkthrough
 
-__all__ = ["UNet", "OriginalProjectUNet", "count_parameters", "pad_to_divisor", "receptive_field",
+__all__ = ["UNet", "OriginalProjectUNet", "Ensemble", "count_parameters", "pad_to_divisor", "receptive_field",
            "shape_walkthrough"]
