@@ -126,8 +126,7 @@ def build_model(cfg: Any, num_classes: int) -> torch.nn.Module:
                     base_channels=m.base_channels, depth=m.depth, norm=m.norm, dropout=m.dropout,
                     upsample=m.upsample, deep_supervision=m.deep_supervision)
 
-    n = int(getattr(cfg, "ensemble", 1))
-    return one() if n == 1 else Ensemble([one() for _ in range(n)])
+    return one() if cfg.ensemble == 1 else Ensemble([one() for _ in range(cfg.ensemble)])
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

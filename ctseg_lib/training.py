@@ -415,7 +415,7 @@ def train_ensemble(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path,
         meta = meta or member_meta
         members.append(member)
         history += [{"member": k, **row} for row in res.history]
-    model = Ensemble([m.cpu() for m in members])
+    model = Ensemble(members)  # load_model gave each member on the CPU
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only the main process writes
         for name in ("best.pt", "last.pt"):
             save_checkpoint(out_dir / name, model=model, config=cfg.to_dict(), meta=meta,

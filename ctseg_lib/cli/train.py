@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
                 cache_dir=args.cache)
     if not args.quiet and res.history:
         last = res.history[-1]
-        runs = f"{cfg.ensemble} networks x {cfg.epochs} epochs" if cfg.ensemble > 1 else f"{len(res.history)} epochs"
-        print(f"done: {runs}; best checkpoint {res.best_path}"
-              + (f"; last val mean Dice {last['val_mean_dice']:.3f}" if "val_mean_dice" in last else "")
-              + (" (of the last network)" if cfg.ensemble > 1 and "val_mean_dice" in last else ""))
+        ens = cfg.ensemble > 1
+        runs = f"{cfg.ensemble} networks x {cfg.epochs} epochs" if ens else f"{len(res.history)} epochs"
+        dice = (f"; last val mean Dice {last['val_mean_dice']:.3f}" + (" (of the last network)" if ens else "")
+                if "val_mean_dice" in last else "")
+        print(f"done: {runs}; best checkpoint {res.best_path}{dice}")
     return 0
