@@ -71,8 +71,10 @@ class DataConfig:
     for it verbatim.  ``fg_fraction`` is the share of training slices/patches forced to contain
     foreground (nnU-Net oversamples foreground to 33 %); ``negative_keep`` the share of slices
     without foreground kept per epoch; ``fg_sampling`` "slice" | "lesion" how the forced samples are
-    drawn (:class:`ctseg_lib.datasets.SliceDataset`; 2D / 2.5D only).  ``patch_size``: 3D patch, or
-    for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
+    drawn (:class:`ctseg_lib.datasets.SliceDataset`; 2D / 2.5D only).  ``hard_fraction``: share of
+    the not-forced samples centred on the model's own false-positive lesions on the training cases,
+    re-mined every ``hard_every`` epochs (:mod:`ctseg_lib.hard_negatives`; 0 = off; 2D / 2.5D only).
+    ``patch_size``: 3D patch, or for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
     ``max_cases``: use only the first N labelled cases of dataset.json before splitting — a quick
     run on a subset of real MSD.
     """
@@ -91,6 +93,8 @@ class DataConfig:
     negative_keep: float = 0.1
     fg_classes: list[int] | None = None
     fg_sampling: str = "slice"
+    hard_fraction: float = 0.0
+    hard_every: int = 5
     max_cases: int | None = None
 
     def preprocess_params(self):
@@ -398,14 +402,19 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         raise _fail("model.context", "must be >= 0 (and 0 for 3D models)", source)
     if cfg.num_workers < 0:
         raise _fail("num_workers", "must be >= 0", source)
-    for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "augment.flip_prob",
-                "augment.affine_prob", "augment.intensity_prob"):
+    for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "data.hard_fraction",
+                "augment.flip_prob", "augment.affine_prob", "augment.intensity_prob"):
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise _fail(key, f"must be in [0, 1], got {_get(cfg, key)}", source)
     d = cfg.data
     if d.fg_sampling not in ("slice", "lesion") or (d.fg_sampling == "lesion" and cfg.model.spatial_dims == 3):
         raise _fail("data.fg_sampling", f"must be 'slice' or 'lesion' (2D / 2.5D only), got {cfg.data.fg_sampling!r}",
                     source)
+    if not isinstance(d.hard_every, int) or d.hard_every < 1:
+        raise _fail("data.hard_every", f"must be an integer >= 1 (epochs between minings), got {d.hard_every!r}",
+                    source)
+    if d.hard_fraction > 0 and cfg.model.spatial_dims == 3:
+        raise _fail("data.hard_fraction", "hard-negative mining is for 2D / 2.5D models only (set 0 for 3D)", source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
     if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3

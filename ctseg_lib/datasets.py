@@ -193,6 +193,11 @@ class SliceDataset(Dataset):
       its voxels.  Per slice, a 40 mm tumour spanning 16 slices is drawn 16 times as often as a
       10 mm nodule on 3 slices; per lesion both are drawn equally, which is what lesion-wise
       detection (sensitivity over lesions) rewards.
+    * **hard negatives** (:mod:`ctseg_lib.hard_negatives`): after :meth:`set_hard_negatives` gave
+      a pool of the model's false-positive components, an item that is not forced onto foreground
+      is, with probability ``hard_fraction``, centred near a voxel of one of them (a component
+      drawn uniformly, then a voxel; same random offset as foreground items).  With an empty pool
+      (the default) nothing changes, not even the random draws.
 
     Args:
         cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
@@ -211,6 +216,7 @@ class SliceDataset(Dataset):
             (training) instead of slice order (inspection).
         transform: optional ``f(x, y) -> (x, y)`` on the item tensors.
         fg_sampling: ``"slice"`` (default) or ``"lesion"``: how forced foreground items are drawn.
+        hard_fraction: share of the not-forced items centred on a hard negative, once there is a pool.
 
     Items: ``x`` float32 ``(2*context+1, X, Y)`` (or ``(.., px, py)``), ``y`` int64 ``(X, Y)``.
     """
@@ -219,14 +225,14 @@ class SliceDataset(Dataset):
                  negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
                  transform: Callable | None = None, fg_classes: Sequence[int] | None = None,
                  patch_size: Sequence[int] | None = None, shuffle: bool = False,
-                 fg_sampling: str = "slice") -> None:
+                 fg_sampling: str = "slice", hard_fraction: float = 0.0) -> None:
         if not cases:
             raise CTSegError("SliceDataset needs at least one case")
         if any(c.label is None for c in cases):
             raise CTSegError("SliceDataset needs labelled cases")
-        if context < 0 or not 0 <= fg_fraction <= 1 or not 0 <= negative_keep <= 1:
-            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction and negative_keep in [0, 1] "
-                             f"(got {context}, {fg_fraction}, {negative_keep})")
+        if context < 0 or not 0 <= fg_fraction <= 1 or not 0 <= negative_keep <= 1 or not 0 <= hard_fraction <= 1:
+            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction, negative_keep and hard_fraction in "
+                             f"[0, 1] (got {context}, {fg_fraction}, {negative_keep}, {hard_fraction})")
         if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
             raise CTSegError(f"SliceDataset: patch_size must be 2 positive ints, got {tuple(patch_size)}")
         if fg_sampling not in FG_SAMPLING:
@@ -234,7 +240,8 @@ class SliceDataset(Dataset):
         self.cases, self.context, self.seed, self.transform = list(cases), context, seed, transform
         self.fg_fraction, self.negative_keep, self.samples_per_epoch = fg_fraction, negative_keep, samples_per_epoch
         self.patch = tuple(int(p) for p in patch_size) if patch_size is not None else None
-        self.shuffle = shuffle
+        self.shuffle, self.hard_fraction = shuffle, hard_fraction
+        self.hard: list[tuple[int, np.ndarray]] = []
         self.fg_classes = _fg_classes(self.cases, fg_classes)
         self._index_slices()
         self.lesions = lesion_voxels(self.cases, self.by_class) if fg_sampling == "lesion" else None
@@ -270,6 +277,15 @@ class SliceDataset(Dataset):
             self.pool = self.negatives[:1] if len(self.negatives) else self.positives[:1]
         self.order = rng.permutation(len(self.pool)) if self.shuffle else np.arange(len(self.pool))
 
+    def set_hard_negatives(self, items: Sequence[tuple[int, np.ndarray]]) -> None:
+        """The pool of hard negatives: ``(case index, (n, 3) voxel coordinates (x, y, z))`` per component
+        (:func:`ctseg_lib.hard_negatives.mine_hard_negatives`); an empty list switches them off."""
+        for k, coords in items:
+            if not 0 <= k < len(self.cases) or np.ndim(coords) != 2 or np.shape(coords)[1] != 3 or not len(coords):
+                raise CTSegError(f"hard negative for case {k}: need a case index < {len(self.cases)} and (n, 3) "
+                                 f"voxel coordinates, got shape {np.shape(coords)}")
+        self.hard = [(int(k), np.asarray(c)) for k, c in items]
+
     def __len__(self) -> int:
         return len(self.pool) if self.samples_per_epoch is None else int(self.samples_per_epoch)
 
@@ -290,6 +306,9 @@ class SliceDataset(Dataset):
                 *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
             else:
                 s = rng.choice(self.by_class[cl])
+        elif self.hard and rng.random() < self.hard_fraction:  # a false positive of the model: patch around it
+            k, coords = self.hard[rng.integers(len(self.hard))]
+            *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
         elif self.samples_per_epoch is None:
             s = self.pool[self.order[i]]
         else:
@@ -300,12 +319,12 @@ class SliceDataset(Dataset):
 
     def patch_corner(self, k: int, z: int, cl: int | None, rng: np.random.Generator,
                      voxel: np.ndarray | None = None) -> tuple[int, int]:
-        """In-plane start of a patch on slice ``z`` of case ``k``: near ``voxel`` (x, y) or else a random
-        voxel of class ``cl`` when forced, uniform otherwise; may be negative where the slice is smaller
-        than the patch."""
+        """In-plane start of a patch on slice ``z`` of case ``k``: near ``voxel`` (x, y) when given, else
+        near a random voxel of class ``cl`` when forced, uniform otherwise; may be negative where the
+        slice is smaller than the patch."""
         shape, patch = np.array(self.cases[k].label.shape[:2]), np.array(self.patch)
         lo, hi = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
-        if cl is None:
+        if cl is None and voxel is None:
             return int(rng.integers(lo[0], hi[0] + 1)), int(rng.integers(lo[1], hi[1] + 1))
         if voxel is None:
             voxels = np.argwhere(np.asarray(self.cases[k].label[:, :, z]) == cl)

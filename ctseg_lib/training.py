@@ -44,6 +44,7 @@ from .config import TrainConfig
 from .data.msd import MSDDataset
 from .datasets import PatchDataset, SliceDataset, save_split, split_cases
 from .errors import CTSegError
+from .hard_negatives import load_hard_negatives, mine_hard_negatives, save_hard_negatives
 from .inference import predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
@@ -147,7 +148,7 @@ def training_dataset(cases: list[Preprocessed], cfg: TrainConfig) -> SliceDatase
                             seed=cfg.seed, fg_classes=d.fg_classes)
     return SliceDataset(cases, context=cfg.model.context, fg_fraction=d.fg_fraction, negative_keep=d.negative_keep,
                         samples_per_epoch=n, seed=cfg.seed, fg_classes=d.fg_classes, patch_size=d.patch_size,
-                        shuffle=True, fg_sampling=d.fg_sampling)
+                        shuffle=True, fg_sampling=d.fg_sampling, hard_fraction=d.hard_fraction)
 
 
 def fit_normalizer(cfg: TrainConfig, ds: MSDDataset, train_ids: list[str]) -> CTNormalizer | None:
@@ -234,6 +235,33 @@ def _restore(run: Run, ckpt: dict) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     run.start_epoch, run.history, run.best = int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["best_score"])
+    pool = run.out_dir / HARD_NEGATIVES
+    if run.cfg.data.hard_fraction > 0 and pool.exists():  # the hard negatives the run was using
+        items, mined_at = load_hard_negatives(pool)
+        if mined_at <= run.start_epoch:
+            run.data.set_hard_negatives(items)
+
+
+#: The file in the run folder that holds the current hard-negative pool (:mod:`ctseg_lib.hard_negatives`).
+HARD_NEGATIVES = "hard_negatives.npz"
+
+
+def mine_step(run: Run, epoch: int) -> dict:
+    """Hard-negative mining before ``epoch`` when it is due (``data.hard_fraction`` > 0, every
+    ``data.hard_every`` epochs after the first ones): the model's false-positive lesions on the
+    training cases become the sampler's hard negatives.  Returns ``{"hard_negatives": n}`` (the
+    number of false-positive components found) for the history row, or ``{}`` when not due."""
+    d = run.cfg.data
+    if d.hard_fraction <= 0 or epoch == 0 or epoch % d.hard_every:
+        return {}
+    classes = run.data.fg_classes
+    items = mine_hard_negatives(run.model, run.train_cases, classes, run.cfg.model.context,
+                                run.cfg.val_batch_size, run.device, seed=run.cfg.seed * 1000 + epoch)
+    run.data.set_hard_negatives(items)
+    if run.dist.is_main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        save_hard_negatives(run.out_dir / HARD_NEGATIVES, items, epoch)
+    return {"hard_negatives": len(items)}
 
 
 # -- one step, one epoch ---------------------------------------------------------------------------
@@ -375,7 +403,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: 
     try:
         for epoch in range(run.start_epoch, end):
             t0 = time.time()
-            row = train_one_epoch(run, epoch)
+            mined = mine_step(run, epoch)
+            row = {**train_one_epoch(run, epoch), **mined}
             if run.dist.is_main and run.val_cases and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 row.update(validate(run.model, run.val_cases, cfg, run.labels, run.device))
             row["time"] = round(time.time() - t0, 3)
