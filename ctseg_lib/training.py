@@ -368,14 +368,20 @@ def save_run(run: Run, path: Path, epoch: int) -> None:
 
 
 def record_epoch(run: Run, row: dict) -> None:
-    """Append the epoch's row to the history; save ``best.pt`` when the pooled validation Dice improved
-    (every epoch when there is no validation set), ``last.pt`` always, then ``history.csv/json``."""
+    """Append the epoch's row to the history; save ``best.pt`` when the pooled validation Dice did not get
+    worse (a tie goes to the later, longer-trained epoch; every epoch when there is no validation
+    set), ``last.pt`` always, then ``history.csv/json``.
+
+    Why ties go to the later epoch: a lung model whose few validation tumours are all missed scores
+    0 at every validation; with "strictly better" its ``best.pt`` stayed the barely trained first
+    validated epoch (found on fresh phantoms: an epoch-4 model shipped as the best one).
+    """
     run.history.append(row)
     if not run.dist.is_main:
         return
-    score = row.get("val_global_mean_dice", -1.0)
-    if score > run.best or not run.val_cases:
-        run.best = max(run.best, score)
+    score = row.get("val_global_mean_dice")  # None in epochs without validation
+    if not run.val_cases or (score is not None and score >= run.best):
+        run.best = score if score is not None else run.best
         save_run(run, run.out_dir / "best.pt", row["epoch"])
     save_run(run, run.out_dir / "last.pt", row["epoch"])
     _write_history(run.out_dir, run.history)

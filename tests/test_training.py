@@ -273,3 +273,19 @@ def test_training_log_is_one_line_per_epoch_when_stderr_is_not_a_terminal(data, 
     out, err = capsys.readouterr()
     assert "\r" not in out + err
     assert [ln.split()[0] for ln in out.splitlines() if ln.startswith("epoch=")] == ["epoch=1", "epoch=2"]
+
+
+def test_best_checkpoint_ties_go_to_the_later_epoch(data, tmp_path, monkeypatch):
+    """Regression: a model that misses every validation tumour scores 0 at every validation; best.pt
+    used to stay the first validated (barely trained) epoch.  Ties now go to the later epoch, a real
+    improvement still wins, and an epoch without validation never replaces best.pt."""
+    import ctseg_lib.training as T
+
+    scores = iter([0.0, 0.0, 0.0])
+    monkeypatch.setattr(T, "validate", lambda *a, **k: {"val_global_mean_dice": next(scores)})
+    train(tiny_cfg(epochs=6, val_every=2), data, tmp_path / "tie", quiet=True, device="cpu")
+    assert load_checkpoint(tmp_path / "tie" / "best.pt")["epoch"] == 6
+    scores = iter([0.0, 0.5, 0.2])
+    train(tiny_cfg(epochs=6, val_every=2), data, tmp_path / "gain", quiet=True, device="cpu")
+    assert load_checkpoint(tmp_path / "gain" / "best.pt")["epoch"] == 4
+    assert load_checkpoint(tmp_path / "gain" / "last.pt")["epoch"] == 6
