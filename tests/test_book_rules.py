@@ -395,3 +395,15 @@ def test_every_glue_reference_is_glued_in_the_chapter(path):
         assert any(re.fullmatch(d, name) for d in defined), f"{path.name}: {name!r} is never glued"
         if spec:
             format(1.5, spec)  # raises ValueError on a malformed spec such as ".1f}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 cell ids (a missing one is a warning today and 'a hard error in future nbformat
+    versions'; two chapters had cells without one)."""
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids, f"{path.name}: cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
