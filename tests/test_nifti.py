@@ -91,3 +91,18 @@ def test_truncated_gzip(tmp_path):
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(CTSegError, match="t.nii.gz"):
         load_nifti(p)
+
+
+@pytest.mark.parametrize("dtype, code", [(np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]), 128),
+                                         (np.complex64, 32)])
+@pytest.mark.parametrize("kind", ["image", "label"])
+def test_rgb_and_complex_voxels_are_one_clear_error(tmp_path, dtype, code, kind):
+    """Regression (found by the header fuzzer, datatype 128): an RGB or complex NIfTI raised numpy's
+    own TypeError / UFuncNoLoopError instead of a CTSegError naming the file."""
+    arr = np.zeros((4, 3, 2), dtype=dtype)
+    img = nib.Nifti1Image(arr, np.eye(4))
+    assert int(img.header["datatype"]) == code
+    path = tmp_path / f"odd_{code}.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(CTSegError, match=rf"odd_{code}.*voxel type .*datatype {code}"):
+        load_nifti(path, kind)

@@ -191,8 +191,8 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
         A :class:`Volume` whose ``array`` has shape ``(X, Y, Z)`` in RAS+ order.
 
     Raises:
-        CTSegError: missing/empty/corrupt/truncated file, not 3D, absurd header, NaN/inf voxels,
-            non-integer labels.
+        CTSegError: missing/empty/corrupt/truncated file, not 3D, absurd header, RGB or complex
+            voxels, NaN/inf voxels, non-integer labels.
     """
     if kind not in ("image", "label"):
         raise ValueError(f"kind must be 'image' or 'label', not {kind!r}")
@@ -208,6 +208,11 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, OverflowError) as e:
         raise CTSegError(f"corrupt or truncated NIfTI data ({type(e).__name__}: {e})", path) from None
     data = data.reshape(data.shape[:3])
+    if data.dtype.fields is not None or not (np.issubdtype(data.dtype, np.number) or data.dtype == bool) \
+            or np.issubdtype(data.dtype, np.complexfloating):
+        # e.g. NIfTI datatype 128 (RGB24), 2304 (RGBA32) or 32 (complex): not a CT intensity or a label
+        raise CTSegError(f"voxel type {data.dtype} (NIfTI datatype {int(img.header['datatype'])}) is not a "
+                         f"single real number per voxel; CT images and label maps are integer or float", path)
     if kind == "image":
         arr = np.asarray(data, dtype=np.float32)
         if not np.all(np.isfinite(arr)):
