@@ -15,7 +15,9 @@ shows whole (in the spirit of minGPT's trainer):
 3. :func:`validate` every ``val_every`` epochs — predict each *whole* validation volume and compute
    the per-volume Dice of every label: the metric we report, not the batch soft-Dice the loss sees;
 4. :func:`record_epoch` — ``last.pt`` every epoch, ``best.pt`` when the pooled validation Dice
-   improves, ``history.csv`` / ``history.json``.
+   does not get worse (ties go to the later epoch), ``history.csv`` / ``history.json``;
+5. :func:`mine_step` before an epoch, when ``data.hard_fraction`` > 0 and it is due — the model's
+   false positives on the training scans become hard negatives (:mod:`ctseg_lib.hard_negatives`).
 
 Multi-GPU: run the same command under ``torchrun``; see :mod:`ctseg_lib.distributed`.
 """
