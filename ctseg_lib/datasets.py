@@ -148,6 +148,15 @@ def _fg_classes(cases: Sequence[Preprocessed], fg_classes: Sequence[int] | None)
     return sorted(present - {0})
 
 
+def _draw_voxel(components: Sequence[tuple[int, np.ndarray]], rng: np.random.Generator
+                ) -> tuple[int, list[int], int]:
+    """A component uniformly from ``(case index, (n, 3) voxel coordinates)`` pairs, then one of its
+    voxels: ``(case index, [x, y], z)`` (lesion-balanced foreground and hard-negative draws)."""
+    k, coords = components[rng.integers(len(components))]
+    *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
+    return int(k), xy, z
+
+
 def _fill_value(case: Preprocessed) -> float:
     """Padding value for a crop that leaves the volume: the case's minimum (air / outside the body)."""
     return float(case.meta.get("image_min", np.min(case.image)))
@@ -302,13 +311,11 @@ class SliceDataset(Dataset):
         if self.by_class and rng.random() < self.fg_fraction:
             cl = list(self.by_class)[rng.integers(len(self.by_class))]
             if self.lesions is not None:  # a lesion, then one of its voxels: the patch centres there
-                k, coords = self.lesions[cl][rng.integers(len(self.lesions[cl]))]
-                *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
+                k, xy, z = _draw_voxel(self.lesions[cl], rng)
             else:
                 s = rng.choice(self.by_class[cl])
         elif self.hard and rng.random() < self.hard_fraction:  # a false positive of the model: patch around it
-            k, coords = self.hard[rng.integers(len(self.hard))]
-            *xy, z = (int(c) for c in coords[rng.integers(len(coords))])
+            k, xy, z = _draw_voxel(self.hard, rng)
         elif self.samples_per_epoch is None:
             s = self.pool[self.order[i]]
         else:

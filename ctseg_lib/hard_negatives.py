@@ -27,7 +27,6 @@ Only training cases are mined (validation and test stay unseen).  The pool is wr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import torch
 
 from .errors import CTSegError
 from .inference import predict_volume
+from .io import atomic_write
 from .lesions import label_lesions
 from .preprocessing import Preprocessed
 
@@ -111,10 +111,8 @@ def save_hard_negatives(path: str | Path, items: Sequence[HardNegative], epoch: 
     cases = np.array([k for k, _ in items], dtype=np.int32)
     sizes = np.array([len(c) for _, c in items], dtype=np.int64)
     coords = np.concatenate([c for _, c in items]) if items else np.zeros((0, 3), np.int32)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         np.savez(f, cases=cases, sizes=sizes, coords=coords, epoch=np.int64(epoch))
-    os.replace(tmp, path)
     return path
 
 

@@ -260,8 +260,7 @@ def mine_step(run: Run, epoch: int) -> dict:
     items = mine_hard_negatives(run.model, run.train_cases, classes, run.cfg.model.context,
                                 run.cfg.val_batch_size, run.device, seed=run.cfg.seed * 1000 + epoch)
     run.data.set_hard_negatives(items)
-    if run.dist.is_main:
-        run.out_dir.mkdir(parents=True, exist_ok=True)
+    if run.dist.is_main:  # setup_run made the folder
         save_hard_negatives(run.out_dir / HARD_NEGATIVES, items, epoch)
     return {"hard_negatives": len(items)}
 

@@ -208,8 +208,7 @@ def load_nifti(path: str | Path, kind: str = "image") -> Volume:
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, OverflowError) as e:
         raise CTSegError(f"corrupt or truncated NIfTI data ({type(e).__name__}: {e})", path) from None
     data = data.reshape(data.shape[:3])
-    if data.dtype.fields is not None or not (np.issubdtype(data.dtype, np.number) or data.dtype == bool) \
-            or np.issubdtype(data.dtype, np.complexfloating):
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating) or data.dtype == bool):
         # e.g. NIfTI datatype 128 (RGB24), 2304 (RGBA32) or 32 (complex): not a CT intensity or a label
         raise CTSegError(f"voxel type {data.dtype} (NIfTI datatype {int(img.header['datatype'])}) is not a "
                          f"single real number per voxel; CT images and label maps are integer or float", path)
