@@ -74,6 +74,8 @@ class DataConfig:
     drawn (:class:`ctseg_lib.datasets.SliceDataset`; 2D / 2.5D only).  ``hard_fraction``: share of
     the not-forced samples centred on the model's own false-positive lesions on the training cases,
     re-mined every ``hard_every`` epochs (:mod:`ctseg_lib.hard_negatives`; 0 = off; 2D / 2.5D only).
+    ``paste_prob``: share of training samples that get one training lesion pasted in (copy-paste
+    augmentation, :mod:`ctseg_lib.lesion_paste`; 0 = off; 2D / 2.5D only).
     ``patch_size``: 3D patch, or for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
     ``max_cases``: use only the first N labelled cases of dataset.json before splitting — a quick
     run on a subset of real MSD.
@@ -95,6 +97,7 @@ class DataConfig:
     fg_sampling: str = "slice"
     hard_fraction: float = 0.0
     hard_every: int = 5
+    paste_prob: float = 0.0
     max_cases: int | None = None
 
     def preprocess_params(self):
@@ -402,7 +405,7 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         raise _fail("model.context", "must be >= 0 (and 0 for 3D models)", source)
     if cfg.num_workers < 0:
         raise _fail("num_workers", "must be >= 0", source)
-    for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "data.hard_fraction",
+    for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "data.hard_fraction", "data.paste_prob",
                 "augment.flip_prob", "augment.affine_prob", "augment.intensity_prob"):
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise _fail(key, f"must be in [0, 1], got {_get(cfg, key)}", source)
@@ -415,6 +418,8 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
                     source)
     if d.hard_fraction > 0 and cfg.model.spatial_dims == 3:
         raise _fail("data.hard_fraction", "hard-negative mining is for 2D / 2.5D models only (set 0 for 3D)", source)
+    if d.paste_prob > 0 and cfg.model.spatial_dims == 3:
+        raise _fail("data.paste_prob", "lesion copy-paste is for 2D / 2.5D models only (set 0 for 3D)", source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
     if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from .errors import CTSegError
 from .io import write_json_atomic
+from .lesion_paste import paste_lesion
 from .lesions import label_lesions
 from .preprocessing import Preprocessed
 
@@ -207,6 +208,10 @@ class SliceDataset(Dataset):
       is, with probability ``hard_fraction``, centred near a voxel of one of them (a component
       drawn uniformly, then a voxel; same random offset as foreground items).  With an empty pool
       (the default) nothing changes, not even the random draws.
+    * **lesion copy-paste** (:mod:`ctseg_lib.lesion_paste`): with probability ``paste_prob`` an
+      item gets one more lesion of a ``fg_classes`` class, cut from a training case (a class drawn
+      uniformly, then a lesion, then one of its slices) and pasted where its surroundings match.
+      Its draws come from a separate stream: with ``paste_prob=0`` (the default) nothing changes.
 
     Args:
         cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
@@ -226,6 +231,7 @@ class SliceDataset(Dataset):
         transform: optional ``f(x, y) -> (x, y)`` on the item tensors.
         fg_sampling: ``"slice"`` (default) or ``"lesion"``: how forced foreground items are drawn.
         hard_fraction: share of the not-forced items centred on a hard negative, once there is a pool.
+        paste_prob: share of items that get one pasted training lesion (copy-paste augmentation).
 
     Items: ``x`` float32 ``(2*context+1, X, Y)`` (or ``(.., px, py)``), ``y`` int64 ``(X, Y)``.
     """
@@ -234,14 +240,15 @@ class SliceDataset(Dataset):
                  negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
                  transform: Callable | None = None, fg_classes: Sequence[int] | None = None,
                  patch_size: Sequence[int] | None = None, shuffle: bool = False,
-                 fg_sampling: str = "slice", hard_fraction: float = 0.0) -> None:
+                 fg_sampling: str = "slice", hard_fraction: float = 0.0, paste_prob: float = 0.0) -> None:
         if not cases:
             raise CTSegError("SliceDataset needs at least one case")
         if any(c.label is None for c in cases):
             raise CTSegError("SliceDataset needs labelled cases")
-        if context < 0 or not 0 <= fg_fraction <= 1 or not 0 <= negative_keep <= 1 or not 0 <= hard_fraction <= 1:
-            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction, negative_keep and hard_fraction in "
-                             f"[0, 1] (got {context}, {fg_fraction}, {negative_keep}, {hard_fraction})")
+        if context < 0 or not all(0 <= v <= 1 for v in (fg_fraction, negative_keep, hard_fraction, paste_prob)):
+            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction, negative_keep, hard_fraction and "
+                             f"paste_prob in [0, 1] (got {context}, {fg_fraction}, {negative_keep}, {hard_fraction}, "
+                             f"{paste_prob})")
         if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
             raise CTSegError(f"SliceDataset: patch_size must be 2 positive ints, got {tuple(patch_size)}")
         if fg_sampling not in FG_SAMPLING:
@@ -249,11 +256,13 @@ class SliceDataset(Dataset):
         self.cases, self.context, self.seed, self.transform = list(cases), context, seed, transform
         self.fg_fraction, self.negative_keep, self.samples_per_epoch = fg_fraction, negative_keep, samples_per_epoch
         self.patch = tuple(int(p) for p in patch_size) if patch_size is not None else None
-        self.shuffle, self.hard_fraction = shuffle, hard_fraction
+        self.shuffle, self.hard_fraction, self.paste_prob = shuffle, hard_fraction, paste_prob
         self.hard: list[tuple[int, np.ndarray]] = []
         self.fg_classes = _fg_classes(self.cases, fg_classes)
         self._index_slices()
         self.lesions = lesion_voxels(self.cases, self.by_class) if fg_sampling == "lesion" else None
+        self.paste_bank = ({cl: les for cl, les in (self.lesions or lesion_voxels(self.cases, self.by_class)).items()
+                            if les} if paste_prob > 0 else {})
         self.fill = [_fill_value(c) for c in self.cases] if self.patch else []
         self.set_epoch(0)
 
@@ -350,8 +359,21 @@ class SliceDataset(Dataset):
             zs = context_indices(case.image.shape[2], [z], self.context)[0]
             x = crop_pad(np.moveaxis(case.image, 2, 0)[zs], (0, *start), (len(zs), *self.patch), self.fill[k])
             y = crop_pad(np.asarray(case.label[:, :, z]), start, self.patch, 0).astype(np.int64)
+        if self.paste_bank:
+            x, y = np.array(x, dtype=np.float32), np.array(y)
+            self.paste(i, x, y)
         x, y = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
         return self.transform(x, y) if self.transform else (x, y)
+
+    def paste(self, i: int, x: np.ndarray, y: np.ndarray) -> bool:
+        """With probability ``paste_prob``, paste one training lesion into item ``i``'s ``(x, y)`` in
+        place (:func:`ctseg_lib.lesion_paste.paste_lesion`); True if one was pasted."""
+        rng = _rng(self.seed, self.epoch, i, 1)  # its own stream: the item's other draws stay as they were
+        if not self.paste_bank or rng.random() >= self.paste_prob:
+            return False
+        cl = list(self.paste_bank)[rng.integers(len(self.paste_bank))]
+        k, coords = self.paste_bank[cl][rng.integers(len(self.paste_bank[cl]))]
+        return paste_lesion(x, y, self.cases[k].image, self.cases[k].label, coords, cl, self.context, rng)
 
 
 # -- 3D patches --------------------------------------------------------------------------------
