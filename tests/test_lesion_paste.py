@@ -58,6 +58,13 @@ def test_paste_only_where_the_surroundings_match():
     # a spot already of the class is never pasted over
     x, y = np.zeros((1, 32, 32), np.float32), np.ones((32, 32), np.int64)
     assert not _paste_until(x, y, image, label, coords, 1, context=0)
+    # nor next to one: sparse lesion voxels every 3 voxels keep the ring's majority label background,
+    # but every spot for the 7-voxel-wide disc would touch one of them
+    y = np.zeros((32, 32), np.int64)
+    y[::3, ::3] = 1
+    x = np.zeros((1, 32, 32), np.float32)
+    assert not _paste_until(x, y, image, label, coords, 1, context=0)
+    assert (y == 1).sum() == 121 and (x == 0).all()
     # a lesion larger than the item does not fit
     x, y = np.zeros((1, 6, 6), np.float32), np.zeros((6, 6), np.int64)
     assert not _paste_until(x, y, image, label, coords, 1, context=0)
