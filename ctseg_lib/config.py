@@ -416,10 +416,9 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     if not isinstance(d.hard_every, int) or d.hard_every < 1:
         raise _fail("data.hard_every", f"must be an integer >= 1 (epochs between minings), got {d.hard_every!r}",
                     source)
-    if d.hard_fraction > 0 and cfg.model.spatial_dims == 3:
-        raise _fail("data.hard_fraction", "hard-negative mining is for 2D / 2.5D models only (set 0 for 3D)", source)
-    if d.paste_prob > 0 and cfg.model.spatial_dims == 3:
-        raise _fail("data.paste_prob", "lesion copy-paste is for 2D / 2.5D models only (set 0 for 3D)", source)
+    for key, what in (("data.hard_fraction", "hard-negative mining"), ("data.paste_prob", "lesion copy-paste")):
+        if _get(cfg, key) > 0 and cfg.model.spatial_dims == 3:  # SliceDataset features: no 3D PatchDataset twin
+            raise _fail(key, f"{what} is for 2D / 2.5D models only (set 0 for 3D)", source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
     if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3
