@@ -75,7 +75,8 @@ class DataConfig:
     the not-forced samples centred on the model's own false-positive lesions on the training cases,
     re-mined every ``hard_every`` epochs (:mod:`ctseg_lib.hard_negatives`; 0 = off; 2D / 2.5D only).
     ``paste_prob``: share of training samples that get one training lesion pasted in (copy-paste
-    augmentation, :mod:`ctseg_lib.lesion_paste`; 0 = off; 2D / 2.5D only).
+    augmentation, :mod:`ctseg_lib.lesion_paste`; 0 = off; 2D / 2.5D only).  ``synth_prob``: share of
+    training samples that get one synthetic lesion (:mod:`ctseg_lib.lesion_synth`; 0 = off; 2D / 2.5D only).
     ``patch_size``: 3D patch, or for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
     ``max_cases``: use only the first N labelled cases of dataset.json before splitting — a quick
     run on a subset of real MSD.
@@ -98,6 +99,7 @@ class DataConfig:
     hard_fraction: float = 0.0
     hard_every: int = 5
     paste_prob: float = 0.0
+    synth_prob: float = 0.0
     max_cases: int | None = None
 
     def preprocess_params(self):
@@ -406,7 +408,7 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     if cfg.num_workers < 0:
         raise _fail("num_workers", "must be >= 0", source)
     for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "data.hard_fraction", "data.paste_prob",
-                "augment.flip_prob", "augment.affine_prob", "augment.intensity_prob"):
+                "data.synth_prob", "augment.flip_prob", "augment.affine_prob", "augment.intensity_prob"):
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise _fail(key, f"must be in [0, 1], got {_get(cfg, key)}", source)
     d = cfg.data
@@ -416,7 +418,8 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
     if not isinstance(d.hard_every, int) or d.hard_every < 1:
         raise _fail("data.hard_every", f"must be an integer >= 1 (epochs between minings), got {d.hard_every!r}",
                     source)
-    for key, what in (("data.hard_fraction", "hard-negative mining"), ("data.paste_prob", "lesion copy-paste")):
+    for key, what in (("data.hard_fraction", "hard-negative mining"), ("data.paste_prob", "lesion copy-paste"),
+                      ("data.synth_prob", "lesion synthesis")):
         if _get(cfg, key) > 0 and cfg.model.spatial_dims == 3:  # SliceDataset features: no 3D PatchDataset twin
             raise _fail(key, f"{what} is for 2D / 2.5D models only (set 0 for 3D)", source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:

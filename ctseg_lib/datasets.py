@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from .errors import CTSegError
 from .io import write_json_atomic
 from .lesion_paste import paste_lesion
+from .lesion_synth import lesion_statistics, synth_lesion
 from .lesions import label_lesions
 from .preprocessing import Preprocessed
 
@@ -212,6 +213,10 @@ class SliceDataset(Dataset):
       item gets one more lesion of a ``fg_classes`` class, cut from a training case (a class drawn
       uniformly, then a lesion, then one of its slices) and pasted where its surroundings match.
       Its draws come from a separate stream: with ``paste_prob=0`` (the default) nothing changes.
+    * **lesion synthesis** (:mod:`ctseg_lib.lesion_synth`): with probability ``synth_prob`` an item
+      gets one new ellipsoidal lesion of a ``fg_classes`` class, with the intensities of a training
+      lesion (a class drawn uniformly, then a lesion), drawn where its surroundings match.  Its own
+      stream too: with ``synth_prob=0`` (the default) nothing changes.
 
     Args:
         cases: labelled :class:`Preprocessed` cases (arrays may be memory-mapped).
@@ -232,6 +237,7 @@ class SliceDataset(Dataset):
         fg_sampling: ``"slice"`` (default) or ``"lesion"``: how forced foreground items are drawn.
         hard_fraction: share of the not-forced items centred on a hard negative, once there is a pool.
         paste_prob: share of items that get one pasted training lesion (copy-paste augmentation).
+        synth_prob: share of items that get one synthetic lesion (lesion synthesis).
 
     Items: ``x`` float32 ``(2*context+1, X, Y)`` (or ``(.., px, py)``), ``y`` int64 ``(X, Y)``.
     """
@@ -240,15 +246,16 @@ class SliceDataset(Dataset):
                  negative_keep: float = 1.0, samples_per_epoch: int | None = None, seed: int = 0,
                  transform: Callable | None = None, fg_classes: Sequence[int] | None = None,
                  patch_size: Sequence[int] | None = None, shuffle: bool = False,
-                 fg_sampling: str = "slice", hard_fraction: float = 0.0, paste_prob: float = 0.0) -> None:
+                 fg_sampling: str = "slice", hard_fraction: float = 0.0, paste_prob: float = 0.0,
+                 synth_prob: float = 0.0) -> None:
         if not cases:
             raise CTSegError("SliceDataset needs at least one case")
         if any(c.label is None for c in cases):
             raise CTSegError("SliceDataset needs labelled cases")
-        if context < 0 or not all(0 <= v <= 1 for v in (fg_fraction, negative_keep, hard_fraction, paste_prob)):
-            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction, negative_keep, hard_fraction and "
-                             f"paste_prob in [0, 1] (got {context}, {fg_fraction}, {negative_keep}, {hard_fraction}, "
-                             f"{paste_prob})")
+        probs = (fg_fraction, negative_keep, hard_fraction, paste_prob, synth_prob)
+        if context < 0 or not all(0 <= v <= 1 for v in probs):
+            raise CTSegError(f"SliceDataset: need context >= 0, fg_fraction, negative_keep, hard_fraction, "
+                             f"paste_prob and synth_prob in [0, 1] (got {context}, {', '.join(map(str, probs))})")
         if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
             raise CTSegError(f"SliceDataset: patch_size must be 2 positive ints, got {tuple(patch_size)}")
         if fg_sampling not in FG_SAMPLING:
@@ -261,8 +268,11 @@ class SliceDataset(Dataset):
         self.fg_classes = _fg_classes(self.cases, fg_classes)
         self._index_slices()
         self.lesions = lesion_voxels(self.cases, self.by_class) if fg_sampling == "lesion" else None
-        self.paste_bank = ({cl: les for cl, les in (self.lesions or lesion_voxels(self.cases, self.by_class)).items()
-                            if les} if paste_prob > 0 else {})
+        bank = (self.lesions or lesion_voxels(self.cases, self.by_class)) if paste_prob > 0 or synth_prob > 0 else {}
+        self.paste_bank = {cl: les for cl, les in bank.items() if les} if paste_prob > 0 else {}
+        self.synth_prob = synth_prob
+        self.synth_bank = ({cl: [(k, lesion_statistics(self.cases[k].image, self.cases[k].label, c)) for k, c in les]
+                            for cl, les in bank.items() if les} if synth_prob > 0 else {})
         self.fill = [_fill_value(c) for c in self.cases] if self.patch else []
         self.set_epoch(0)
 
@@ -359,9 +369,10 @@ class SliceDataset(Dataset):
             zs = context_indices(case.image.shape[2], [z], self.context)[0]
             x = crop_pad(np.moveaxis(case.image, 2, 0)[zs], (0, *start), (len(zs), *self.patch), self.fill[k])
             y = crop_pad(np.asarray(case.label[:, :, z]), start, self.patch, 0).astype(np.int64)
-        if self.paste_bank:
+        if self.paste_bank or self.synth_bank:
             x, y = np.array(x, dtype=np.float32), np.array(y)
             self.paste(i, x, y)
+            self.synth(i, k, x, y)
         x, y = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
         return self.transform(x, y) if self.transform else (x, y)
 
@@ -374,6 +385,16 @@ class SliceDataset(Dataset):
         cl = list(self.paste_bank)[rng.integers(len(self.paste_bank))]
         k, coords = self.paste_bank[cl][rng.integers(len(self.paste_bank[cl]))]
         return paste_lesion(x, y, self.cases[k].image, self.cases[k].label, coords, cl, self.context, rng)
+
+    def synth(self, i: int, k: int, x: np.ndarray, y: np.ndarray) -> bool:
+        """With probability ``synth_prob``, draw one synthetic lesion into item ``i`` (of case ``k``) in
+        place (:func:`ctseg_lib.lesion_synth.synth_lesion`, the case's spacing); True if one was drawn."""
+        rng = _rng(self.seed, self.epoch, i, 2)  # its own stream, like paste's
+        if not self.synth_bank or rng.random() >= self.synth_prob:
+            return False
+        cl = list(self.synth_bank)[rng.integers(len(self.synth_bank))]
+        _, stats = self.synth_bank[cl][rng.integers(len(self.synth_bank[cl]))]
+        return synth_lesion(x, y, self.cases[k].spacing, stats, cl, self.context, rng)
 
 
 # -- 3D patches --------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def training_dataset(cases: list[Preprocessed], cfg: TrainConfig) -> SliceDatase
     return SliceDataset(cases, context=cfg.model.context, fg_fraction=d.fg_fraction, negative_keep=d.negative_keep,
                         samples_per_epoch=n, seed=cfg.seed, fg_classes=d.fg_classes, patch_size=d.patch_size,
                         shuffle=True, fg_sampling=d.fg_sampling, hard_fraction=d.hard_fraction,
-                        paste_prob=d.paste_prob)
+                        paste_prob=d.paste_prob, synth_prob=d.synth_prob)
 
 
 def fit_normalizer(cfg: TrainConfig, ds: MSDDataset, train_ids: list[str]) -> CTNormalizer | None:

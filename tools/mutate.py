@@ -54,10 +54,12 @@ TESTS: dict[str, tuple[str, ...]] = {
                                 "tests/test_mutant_killers.py", "tests/test_untested_paths.py"),
     "ctseg_lib/preprocessing.py": ("tests/test_preprocessing.py", "tests/test_mutant_killers.py"),
     "ctseg_lib/losses.py": ("tests/test_losses.py", "tests/test_mutant_killers.py"),
+    "ctseg_lib/lesion_synth.py": ("tests/test_lesion_synth.py",),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
                  "ctseg_lib/preprocessing.py", "ctseg_lib/losses.py")
+Y = "ctseg_lib/lesion_synth.py"
 
 MUTANTS: list[Mutant] = [
     # -- surface distances -----------------------------------------------------------------------------------
@@ -167,6 +169,18 @@ MUTANTS: list[Mutant] = [
            "Tversky α/β swapped"),
     Mutant("ce-weight-ignored", L, "F.cross_entropy(logits, _prepare(logits, target), weight=w)",
            "F.cross_entropy(logits, _prepare(logits, target))", "class weights silently ignored"),
+    # -- lesion synthesis ------------------------------------------------------------------------------------
+    Mutant("synth-ramp-in-mm", Y, "out += np.clip((1 - rho) * r_dir / pix + 0.5, 0, 1)",
+           "out += np.clip((1 - rho) * r_dir + 0.5, 0, 1)", "partial-volume edge in mm instead of voxels"),
+    Mutant("synth-z-ignored", Y, "w2 = ((dz_mm + t * sz) / c) ** 2", "w2 = ((t * sz) / c) ** 2",
+           "every 2.5D channel gets the centre slice's cross-section"),
+    Mutant("synth-no-contrast-rule", Y, "or abs(float(x[context][core].mean()) - stats.mean) < contrast",
+           "or False", "a lesion may be drawn onto tissue as bright as itself (a label on nothing visible)"),
+    Mutant("synth-ring-label-ignored", Y, "np.bincount(y[ring].astype(np.int64)).argmax() != stats.ring_label",
+           "False", "a liver tumour may be drawn outside the liver"),
+    Mutant("synth-diameter-as-radius", Y, "r = 0.5 * float(np.exp(", "r = float(np.exp(",
+           "the drawn diameter used as the radius (lesions twice as large)"),
+    Mutant("synth-stats-ring-includes-lesion", Y, "& (lab != cl)", "", "the ring statistics include the lesion itself"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "_data", "__pycache__", ".pytest_cache",
