@@ -4,8 +4,9 @@ Copy-paste (:mod:`ctseg_lib.lesion_paste`) moves the ~16 training tumours of a l
 they stay the same 16 shapes and sizes; the nodules a lung model misses on fresh scans are mostly the
 small ones (< 1.5 ml, ~14 mm), of which a training set holds a handful.  Lesion synthesis draws a
 *new* lesion every time, of any size, so the network sees many small nodules (Hu et al., CVPR 2023,
-"Label-free liver tumor segmentation", train liver-tumour networks on synthetic tumours only; nodule
-insertion into lung CT is an older CAD practice, e.g. Li et al., Radiology 2005 on simulated nodules).
+"Label-free liver tumor segmentation", train liver-tumour networks on synthetic tumours only;
+simulated nodules as training data for detection systems are older, e.g. Litjens et al., MICCAI 2010,
+"Simulation of nodules and diffuse infiltrates in chest radiographs using CT templates").
 What is drawn and from where:
 
 * **shape**: an ellipsoid with semi-axes ``r * U(0.8, 1.2)`` each, turned by a random in-plane
