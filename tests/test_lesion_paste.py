@@ -124,9 +124,11 @@ def test_dataset_paste_is_off_by_default_and_changes_no_other_draw():
         SliceDataset(cases, paste_prob=1.5, **kw)
 
 
-@pytest.mark.parametrize("over", [{"data": {"paste_prob": -0.1}},
-                                  {"data": {"paste_prob": 0.5, "patch_size": [8, 8, 8]}, "model": {"spatial_dims": 3}}])
-def test_config_rejects_bad_paste_settings(over):
-    with pytest.raises(CTSegError, match="paste_prob"):
+@pytest.mark.parametrize("key", ["paste_prob", "synth_prob"])  # copy-paste and lesion synthesis (test_lesion_synth)
+@pytest.mark.parametrize("three_d", [False, True])
+def test_config_rejects_bad_paste_and_synth_settings(key, three_d):
+    over = ({"data": {key: 0.5, "patch_size": [8, 8, 8]}, "model": {"spatial_dims": 3}} if three_d
+            else {"data": {key: -0.1}})
+    with pytest.raises(CTSegError, match=key):
         tiny_cfg(**over)
-    assert TrainConfig().data.paste_prob == 0.0
+    assert getattr(TrainConfig().data, key) == 0.0

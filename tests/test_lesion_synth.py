@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctseg_lib.config import TrainConfig
 from ctseg_lib.datasets import SliceDataset
 from ctseg_lib.errors import CTSegError
 from ctseg_lib.lesion_synth import LesionStats, lesion_statistics, occupancy, synth_lesion
-from ctseg_lib.preprocessing import Preprocessed
-from tests.test_lesion_paste import _source
-from tests.test_training import tiny_cfg
+from tests.test_lesion_paste import _cases, _source
 
 AIR = LesionStats(mean=0.8, sd=0.01, ring_mean=0.0, ring_sd=0.0, ring_label=0)
 
@@ -123,19 +120,6 @@ def test_synth_keeps_a_tumour_inside_its_organ():
     assert set(np.unique(inside)) == {1, 2} and x[0][inside == 2].mean() < 0.3
 
 
-def _cases() -> list[Preprocessed]:
-    rng = np.random.default_rng(3)
-    out = []
-    for k in range(3):
-        image, label, _ = _source()
-        image = image + rng.normal(0, 0.01, image.shape).astype(np.float32)
-        if k == 2:
-            label[:] = 0
-            image[image > 0.5] = 0.0
-        out.append(Preprocessed(image, label, (1.0, 1.0, 1.0), {}))
-    return out
-
-
 def test_dataset_synth_is_off_by_default_and_changes_no_other_draw():
     cases = _cases()
     kw = dict(context=1, fg_fraction=0.3, negative_keep=1.0, samples_per_epoch=60, seed=5, patch_size=(32, 32))
@@ -160,14 +144,6 @@ def test_dataset_synth_is_off_by_default_and_changes_no_other_draw():
     assert 0 < n_half < drawn
     with pytest.raises(CTSegError, match="synth_prob"):
         SliceDataset(cases, synth_prob=1.5, **kw)
-
-
-@pytest.mark.parametrize("over", [{"data": {"synth_prob": -0.1}},
-                                  {"data": {"synth_prob": 0.5, "patch_size": [8, 8, 8]}, "model": {"spatial_dims": 3}}])
-def test_config_rejects_bad_synth_settings(over):
-    with pytest.raises(CTSegError, match="synth_prob"):
-        tiny_cfg(**over)
-    assert TrainConfig().data.synth_prob == 0.0
 
 
 @pytest.mark.parametrize("pixel", [0.5, 2.0])
