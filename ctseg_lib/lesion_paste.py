@@ -39,6 +39,18 @@ _SQUARE = np.ones((3, 3), bool)
 MIN_RING_TOLERANCE = 0.05
 
 
+def fits_here(x: np.ndarray, y: np.ndarray, spot: np.ndarray, ring: np.ndarray, cl: int, ring_label: int,
+              ring_mean: float, ring_sd: float) -> bool:
+    """The placement rule of copy-paste and of lesion synthesis (:mod:`ctseg_lib.lesion_synth`): may a
+    lesion of class ``cl`` go on ``spot`` with the ring ``ring`` around it (both bool masks over the centre
+    slice ``x``, float32, and its labels ``y``)?  Yes if neither holds ``cl`` yet, the ring's majority label
+    is ``ring_label`` and its mean intensity is within ``max(2 ring_sd, MIN_RING_TOLERANCE)`` of
+    ``ring_mean`` -- those of the ring the source lesion was found in."""
+    if (y[spot | ring] == cl).any() or np.bincount(y[ring].astype(np.int64)).argmax() != ring_label:
+        return False
+    return abs(float(x[ring].mean()) - ring_mean) <= max(2.0 * ring_sd, MIN_RING_TOLERANCE)
+
+
 def paste_lesion(x: np.ndarray, y: np.ndarray, image: np.ndarray, label: np.ndarray, coords: np.ndarray,
                  cl: int, context: int, rng: np.random.Generator, tries: int = 10) -> bool:
     """Paste one lesion into the item ``(x, y)`` in place; True if it was pasted.
@@ -77,14 +89,11 @@ def paste_lesion(x: np.ndarray, y: np.ndarray, image: np.ndarray, label: np.ndar
     block = np.moveaxis(np.asarray(image[lo[0]:hi[0], lo[1]:hi[1]][:, :, zs], dtype=np.float32), 2, 0)
     src_ring = block[context][ring]
     src_label = np.asarray(label[lo[0]:hi[0], lo[1]:hi[1], z_src])[ring]
-    ring_label = np.bincount(src_label.astype(np.int64)).argmax()
-    tol = max(2.0 * float(src_ring.std()), MIN_RING_TOLERANCE)
+    ring_label = int(np.bincount(src_label.astype(np.int64)).argmax())
     for _ in range(tries):
         ox, oy = int(rng.integers(0, x.shape[1] - size[0] + 1)), int(rng.integers(0, x.shape[2] - size[1] + 1))
         tx, ty = x[:, ox:ox + size[0], oy:oy + size[1]], y[ox:ox + size[0], oy:oy + size[1]]
-        if (ty[ring | centre] == cl).any() or np.bincount(ty[ring].astype(np.int64)).argmax() != ring_label:
-            continue
-        if abs(float(tx[context][ring].mean()) - float(src_ring.mean())) > tol:
+        if not fits_here(tx[context], ty, centre, ring, cl, ring_label, float(src_ring.mean()), float(src_ring.std())):
             continue
         tx[grown] = block[grown]
         ty[centre] = cl

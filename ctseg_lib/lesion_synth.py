@@ -1,8 +1,9 @@
 """Synthetic nodules: a new, never-seen lesion drawn into a training item.
 
 Copy-paste (:mod:`ctseg_lib.lesion_paste`) moves the ~16 training tumours of a lung run around, but
-they stay the same 16 shapes and sizes; the nodules a lung model misses on fresh scans are mostly the
-small ones (< 1.5 ml, ~14 mm), of which a training set holds a handful.  Lesion synthesis draws a
+they stay the same 16 shapes and sizes, and small nodules (< 1.5 ml, ~14 mm), of which a training set
+holds a handful, are among the ones a lung model misses on fresh scans (with tumours attached to the
+chest wall or mediastinum; README).  Lesion synthesis draws a
 *new* lesion every time, of any size, so the network sees many small nodules (Hu et al., CVPR 2023,
 "Label-free liver tumor segmentation", train liver-tumour networks on synthetic tumours only;
 simulated nodules as training data for detection systems are older, e.g. Litjens et al., MICCAI 2010,
@@ -20,13 +21,14 @@ What is drawn and from where:
 * **intensity and texture**: the mean and sd of a *training* lesion's voxels (drawn uniformly from
   :func:`lesion_statistics`), so the synthetic lesion has the contrast the data has, not one typed
   into the code;
-* **placement**: the same rule as copy-paste: the ring around the footprint on the centre slice must
-  carry the same majority label as that training lesion's ring (lung nodule: background; liver
-  tumour: liver) with a mean intensity within ``max(2 sd, 0.05)`` of it, and the spot must hold no
-  voxel of the lesion's class yet.  One more rule, as a synthetic lesion has no surroundings of its
-  own: the mean of what it covers must differ from it by at least half its contrast to the ring (and
-  at least 3 texture sd and 0.05), or a nodule drawn onto the heart would be a label on nothing
-  visible.  Up to ``tries`` positions; otherwise the item stays as it was.
+* **placement**: the same rule as copy-paste (:func:`ctseg_lib.lesion_paste.fits_here`): the ring
+  around the footprint on the centre slice must carry the same majority label as that training
+  lesion's ring (lung nodule: background; liver tumour: liver) with a mean intensity within
+  ``max(2 sd, 0.05)`` of it, and the spot must hold no voxel of the lesion's class yet.  One more
+  rule, as a synthetic lesion has no surroundings of its own: the mean of what it covers must differ
+  from it by at least half its contrast to the ring (and at least 3 texture sd and 0.05), or a
+  nodule drawn onto the heart would be a label on nothing visible.  Up to ``tries`` positions;
+  otherwise the item stays as it was.
 
 The label on the centre slice becomes ``cl`` where the occupancy is at least one half.
 """
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .lesion_paste import MIN_RING_TOLERANCE
+from .lesion_paste import MIN_RING_TOLERANCE, fits_here
 
 #: Default range of equivalent diameters (mm) drawn log-uniformly.
 DIAMETER_MM = (6.0, 20.0)
@@ -142,7 +144,6 @@ def synth_lesion(x: np.ndarray, y: np.ndarray, spacing: Sequence[float], stats: 
     reach = np.ceil(axes[:2].max() / np.asarray(spacing[:2], float)).astype(int) + 3
     if px <= 2 * reach[0] or py <= 2 * reach[1]:
         return False
-    tol = max(2 * stats.ring_sd, MIN_RING_TOLERANCE)
     # what it covers must differ (a visible lesion): by half its contrast to its ring, 3 sd, 0.05 at least
     contrast = max(0.5 * abs(stats.ring_mean - stats.mean), 3 * stats.sd, MIN_RING_TOLERANCE)
     for _ in range(tries):
@@ -152,10 +153,8 @@ def synth_lesion(x: np.ndarray, y: np.ndarray, spacing: Sequence[float], stats: 
         core = occ[context] >= 0.5
         if not core.any():
             continue
-        near = ndimage.binary_dilation(core, np.ones((5, 5), bool))
-        ring = near & ~core
-        if ((y[near] == cl).any() or np.bincount(y[ring].astype(np.int64)).argmax() != stats.ring_label
-                or abs(float(x[context][ring].mean()) - stats.ring_mean) > tol
+        ring = ndimage.binary_dilation(core, np.ones((5, 5), bool)) & ~core
+        if (not fits_here(x[context], y, core, ring, cl, stats.ring_label, stats.ring_mean, stats.ring_sd)
                 or abs(float(x[context][core].mean()) - stats.mean) < contrast):
             continue
         for j, f in enumerate(occ):

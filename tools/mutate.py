@@ -55,6 +55,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ctseg_lib/preprocessing.py": ("tests/test_preprocessing.py", "tests/test_mutant_killers.py"),
     "ctseg_lib/losses.py": ("tests/test_losses.py", "tests/test_mutant_killers.py"),
     "ctseg_lib/lesion_synth.py": ("tests/test_lesion_synth.py",),
+    "ctseg_lib/lesion_paste.py": ("tests/test_lesion_paste.py", "tests/test_lesion_synth.py"),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
@@ -176,8 +177,9 @@ MUTANTS: list[Mutant] = [
            "every 2.5D channel gets the centre slice's cross-section"),
     Mutant("synth-no-contrast-rule", Y, "or abs(float(x[context][core].mean()) - stats.mean) < contrast",
            "or False", "a lesion may be drawn onto tissue as bright as itself (a label on nothing visible)"),
-    Mutant("synth-ring-label-ignored", Y, "np.bincount(y[ring].astype(np.int64)).argmax() != stats.ring_label",
-           "False", "a liver tumour may be drawn outside the liver"),
+    Mutant("ring-label-ignored", "ctseg_lib/lesion_paste.py",
+           "np.bincount(y[ring].astype(np.int64)).argmax() != ring_label", "False",
+           "a liver tumour may be pasted or drawn outside the liver (placement rule of copy-paste and synthesis)"),
     Mutant("synth-diameter-as-radius", Y, "r = 0.5 * float(np.exp(", "r = float(np.exp(",
            "the drawn diameter used as the radius (lesions twice as large)"),
     Mutant("synth-stats-ring-includes-lesion", Y, "& (lab != cl)", "", "the ring statistics include the lesion itself"),
