@@ -79,7 +79,8 @@ class DataConfig:
     training samples that get one synthetic lesion (:mod:`ctseg_lib.lesion_synth`; 0 = off; 2D / 2.5D only).
     ``patch_size``: 3D patch, or for a 2D model an in-plane ``[X, Y]`` patch cut from each (resized or native) slice.
     ``max_cases``: use only the first N labelled cases of dataset.json before splitting — a quick
-    run on a subset of real MSD.
+    run on a subset of real MSD.  ``merge_labels``: train on one "foreground" class (every label
+    > 0 merged, e.g. liver and tumour), the course project's pitfall kept to measure it (chapter 10).
     """
 
     task: str = "liver"
@@ -101,6 +102,7 @@ class DataConfig:
     paste_prob: float = 0.0
     synth_prob: float = 0.0
     max_cases: int | None = None
+    merge_labels: bool = False
 
     def preprocess_params(self):
         """The :class:`~ctseg_lib.preprocessing.PreprocessParams` these keys describe."""
@@ -422,6 +424,11 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
                       ("data.synth_prob", "lesion synthesis")):
         if _get(cfg, key) > 0 and cfg.model.spatial_dims == 3:  # SliceDataset features: no 3D PatchDataset twin
             raise _fail(key, f"{what} is for 2D / 2.5D models only (set 0 for 3D)", source)
+    if not isinstance(d.merge_labels, bool):
+        raise _fail("data.merge_labels", f"must be true or false, got {d.merge_labels!r}", source)
+    if d.merge_labels and (d.fg_classes not in (None, [1]) or "restrict" in cfg.postprocess):
+        raise _fail("data.merge_labels", "leaves one foreground class (1): data.fg_classes must be null or [1] "
+                    "and postprocess cannot 'restrict'", source)
     if cfg.data.val_fraction < 0 or cfg.data.test_fraction < 0 or cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise _fail("data.val_fraction", "val_fraction + test_fraction must be in [0, 1)", source)
     if cfg.data.target_spacing is not None and (len(cfg.data.target_spacing) != 3

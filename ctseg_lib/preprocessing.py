@@ -202,6 +202,22 @@ def body_bbox(hu: np.ndarray, threshold: float = -500, margin: int = 2) -> tuple
 _BBOX_MAX_VOXELS = 2_000_000
 
 
+#: ways a label map can follow the image onto a new grid (:attr:`PreprocessParams.label_resize`)
+LABEL_RESIZE = ("nearest", "linear_uint8")
+
+
+def resize_label(label: np.ndarray, shape: tuple[int, ...], how: str = "nearest") -> np.ndarray:
+    """Resize an integer label map to ``shape`` voxels: ``"nearest"`` (:func:`resize` with
+    ``is_label=True``; the right way) or ``"linear_uint8"`` (the course project's way, kept to
+    measure it: linear interpolation of the label values, then ``astype(np.uint8)``, which truncates
+    1.7 to 1).  Returns uint8 for ``"linear_uint8"``, the input dtype otherwise."""
+    if how == "nearest":
+        return resize(label, shape, is_label=True)
+    if how == "linear_uint8":
+        return resize(np.asarray(label, dtype=np.float32), shape, is_label=False).astype(np.uint8)
+    raise CTSegError(f"label resize: unknown {how!r}; use one of {list(LABEL_RESIZE)}")
+
+
 @dataclass
 class PreprocessParams:
     """Everything that defines the preprocessed grid and intensities (part of the cache key).
@@ -214,6 +230,11 @@ class PreprocessParams:
         slice_size: in-plane ``(X, Y)`` voxels every axial slice is resized to, or None.
             When set it overrides ``target_spacing`` in-plane (z still follows ``target_spacing``).
         crop_to_body: crop to :func:`body_bbox` first.
+        label_resize: how the label map follows ``slice_size`` / ``target_spacing``: ``"nearest"``
+            (nearest neighbour, values stay labels) or ``"linear_uint8"``, the course project's
+            pitfall kept to measure it (chapter 10): the integer map is resized (bi/tri)linearly as if
+            it were an image and the fractions are truncated by a cast to uint8, so a tumour (2) next
+            to background (0) grows a rim of fake liver (1) and every label loses its partial border.
     """
 
     target_spacing: tuple[float, float, float] | None = None
@@ -223,6 +244,7 @@ class PreprocessParams:
     crop_to_body: bool = False
     body_threshold: float = -500.0
     body_margin: int = 2
+    label_resize: str = "nearest"
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None:
@@ -238,6 +260,9 @@ class PreprocessParams:
         if isinstance(self.window, list):
             self.window = tuple(self.window)  # type: ignore[assignment]
         self.intensity_mode()  # validates normalization / window
+        if self.label_resize not in LABEL_RESIZE:
+            raise CTSegError(f"preprocess 'label_resize': unknown {self.label_resize!r}; "
+                             f"use one of {list(LABEL_RESIZE)}")
 
     def intensity_mode(self) -> tuple[str, tuple[float, float] | None]:
         """``("window", (level, width))``, ``("nnunet", None)`` or ``("minmax", None)``."""
@@ -256,6 +281,8 @@ class PreprocessParams:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if d["label_resize"] == "nearest":  # the default is left out: cache keys and saved runs stay as they were
+            del d["label_resize"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -326,7 +353,7 @@ def preprocess_case(image: Volume, label: Volume | None, params: PreprocessParam
     img = slice_major(resize(img, tuple(out_shape), is_label=False))
     lab = None
     if label is not None:
-        lab = slice_major(resize(label.array[box].astype(np.uint8), tuple(out_shape), is_label=True))
+        lab = slice_major(resize_label(label.array[box].astype(np.uint8), tuple(out_shape), params.label_resize))
     spacing = tuple(float(s * c / o) for s, c, o in zip(image.spacing, cropped, out_shape))
     meta = {
         "original_shape": list(hu.shape), "original_spacing": list(image.spacing),

@@ -134,6 +134,15 @@ def prepare_cases(ds: MSDDataset, ids: list[str], cfg: TrainConfig, normalizer: 
     return out
 
 
+def merge_labels(cases: list[Preprocessed], labels: dict[int, str]) -> dict[int, str]:
+    """Merge every foreground label of ``cases`` into one class 1, in place, and return the new
+    ``{0: background name, 1: "foreground"}``: the course project's single "liver or tumour" output,
+    which no tumour metric can be computed from (chapter 10)."""
+    for case in cases:
+        case.label = (case.label > 0).astype(np.uint8)
+    return {0: labels.get(0, "background"), 1: "foreground"}
+
+
 def training_dataset(cases: list[Preprocessed], cfg: TrainConfig) -> SliceDataset | PatchDataset:
     """The sampler ``train()`` draws from — the chapter-3 datasets with the config's sampling rules.
 
@@ -189,7 +198,10 @@ def setup_run(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resu
     cache = Path(cache_dir) if cache_dir is not None else None
     train_cases = prepare_cases(ds, split["train"], cfg, normalizer, cache)
     val_cases = prepare_cases(ds, split["val"], cfg, normalizer, cache)
-    meta = {"labels": ds.labels, "num_classes": ds.num_classes, "task": cfg.data.task, "split": split,
+    labels = dict(ds.labels)
+    if cfg.data.merge_labels:  # the course project's one "liver or tumour" class (chapter 10)
+        labels = merge_labels(train_cases + val_cases, labels)
+    meta = {"labels": labels, "num_classes": len(labels), "task": cfg.data.task, "split": split,
             "preprocess": cfg.data.preprocess_params().to_dict(),
             "normalizer": normalizer.to_dict() if normalizer else None, "dataset": ds.name,
             "world_size": dist.world_size}

@@ -18,6 +18,7 @@ from ctseg_lib.preprocessing import (
     preprocess_case,
     resample,
     resize,
+    resize_label,
     restore,
     window,
 )
@@ -257,3 +258,35 @@ def test_window_accepts_a_scalar():
 
     assert float(window(np.float32(100.0), "abdomen")) == pytest.approx(0.65)
     assert window(100.0, (40, 400)).dtype == np.float32
+
+
+# -- the course project's label resizing (chapter 10's pitfall, kept to measure it) -----------
+def test_linear_uint8_label_resize_hand_computed():
+    # 1D profile background | tumour (2), halved with align_corners=False: each output voxel is the
+    # mean of two input voxels, so the boundary pair (0, 2) -> 1.0 -> "liver" after the uint8 cast.
+    lab = np.array([[0, 0, 0, 2, 2, 2, 2, 0]], np.uint8)
+    np.testing.assert_array_equal(resize_label(lab, (1, 4), "nearest"), [[0, 2, 2, 0]])  # input voxels 1, 3, 5, 7
+    np.testing.assert_array_equal(resize_label(lab, (1, 4), "linear_uint8"), [[0, 1, 2, 1]])
+    # truncation, not rounding: 1.5 (liver | tumour) becomes 1, 0.5 (background | liver) becomes 0
+    lab = np.array([[1, 2, 0, 1]], np.uint8)
+    out = resize_label(lab, (1, 2), "linear_uint8")
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [[1, 0]])
+    with pytest.raises(CTSegError, match="label resize"):
+        resize_label(lab, (1, 2), "bilinear")
+
+
+def test_linear_uint8_in_preprocess_case_shrinks_tumour_and_adds_fake_liver():
+    hu, lab = phantom((64, 60, 16))
+    vol, lvol = make_volume(hu), make_volume(lab)
+    near = preprocess_case(vol, lvol, PreprocessParams(slice_size=(21, 19)))
+    lin = preprocess_case(vol, lvol, PreprocessParams(slice_size=(21, 19), label_resize="linear_uint8"))
+    np.testing.assert_array_equal(near.image, lin.image)  # only the label follows another rule
+    assert lin.label.dtype == np.uint8 and set(np.unique(lin.label)) <= {0, 1, 2}
+    assert (lin.label == 2).sum() < (near.label == 2).sum()  # partial tumour borders truncated away
+    assert (lin.label != near.label).any()
+    assert lin.meta["params"]["label_resize"] == "linear_uint8"
+    assert "label_resize" not in near.meta["params"]  # the default leaves cache keys as they were
+    assert PreprocessParams.from_dict(lin.meta["params"]).label_resize == "linear_uint8"
+    with pytest.raises(CTSegError, match="label_resize"):
+        PreprocessParams(label_resize="bilinear")

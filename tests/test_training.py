@@ -289,3 +289,29 @@ def test_best_checkpoint_ties_go_to_the_later_epoch(data, tmp_path, monkeypatch)
     train(tiny_cfg(epochs=6, val_every=2), data, tmp_path / "gain", quiet=True, device="cpu")
     assert load_checkpoint(tmp_path / "gain" / "best.pt")["epoch"] == 4
     assert load_checkpoint(tmp_path / "gain" / "last.pt")["epoch"] == 6
+
+
+def test_merged_labels_train_one_foreground_class(data, tmp_path):
+    """data.merge_labels (chapter 10's pitfall): liver and tumour become one class 1, the model has
+    two outputs, and the validation reports that one class only."""
+    for bad in ({"merge_labels": True, "fg_classes": [2]}, {"merge_labels": "yes"}):
+        with pytest.raises(CTSegError, match="data.merge_labels"):
+            tiny_cfg(data=bad)
+    with pytest.raises(CTSegError, match="restrict"):
+        tiny_cfg(data={"merge_labels": True}, postprocess=["lcc", "restrict"])
+    res = train(tiny_cfg(data={"merge_labels": True}, epochs=1), data, tmp_path / "mg", quiet=True, device="cpu")
+    model, cfg, meta = load_model(tmp_path / "mg" / "last.pt")
+    assert meta["labels"] == {0: "background", 1: "foreground"} and meta["num_classes"] == 2
+    assert model(torch.zeros(1, 1, 16, 16)).shape[1] == 2
+    assert "val_dice_foreground" in res.history[-1] and "val_dice_cancer" not in res.history[-1]
+
+
+def test_merge_labels_merges_every_foreground_label():
+    from ctseg_lib.training import merge_labels
+
+    lab = np.array([[[0], [1]], [[2], [3]]], np.uint8)
+    case = Preprocessed(np.zeros(lab.shape, np.float32), lab.copy(), (1.0, 1.0, 1.0), {})
+    names = merge_labels([case], {0: "background", 1: "liver", 2: "cancer"})
+    assert names == {0: "background", 1: "foreground"}
+    np.testing.assert_array_equal(case.label, (lab > 0).astype(np.uint8))
+    assert case.label.dtype == np.uint8

@@ -56,11 +56,12 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ctseg_lib/losses.py": ("tests/test_losses.py", "tests/test_mutant_killers.py"),
     "ctseg_lib/lesion_synth.py": ("tests/test_lesion_synth.py",),
     "ctseg_lib/lesion_paste.py": ("tests/test_lesion_paste.py", "tests/test_lesion_synth.py"),
+    "ctseg_lib/training.py": ("tests/test_training.py",),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
                  "ctseg_lib/preprocessing.py", "ctseg_lib/losses.py")
-Y = "ctseg_lib/lesion_synth.py"
+Y, T = "ctseg_lib/lesion_synth.py", "ctseg_lib/training.py"
 
 MUTANTS: list[Mutant] = [
     # -- surface distances -----------------------------------------------------------------------------------
@@ -182,6 +183,14 @@ MUTANTS: list[Mutant] = [
            "a liver tumour may be pasted or drawn outside the liver (placement rule of copy-paste and synthesis)"),
     Mutant("synth-diameter-as-radius", Y, "r = 0.5 * float(np.exp(", "r = float(np.exp(",
            "the drawn diameter used as the radius (lesions twice as large)"),
+    # -- the course project's pitfalls, kept to measure them (chapter 10) -----------------------------------------
+    Mutant("label-resize-rounds", P, "is_label=False).astype(np.uint8)", "is_label=False).round().astype(np.uint8)",
+           "the linear_uint8 pitfall rounds instead of truncating (it would hide the mistake it is kept to measure)"),
+    Mutant("label-resize-ignored", P, "tuple(out_shape), params.label_resize)", "tuple(out_shape))",
+           "preprocess_case ignores label_resize (the pitfall run would train on correct masks)"),
+    Mutant("merge-keeps-tumour", T, "case.label = (case.label > 0).astype(np.uint8)",
+           "case.label = (case.label == 1).astype(np.uint8)",
+           "merging drops the tumour instead of adding it to the liver"),
     Mutant("synth-stats-ring-includes-lesion", Y, "& (lab != cl)", "", "the ring statistics include the lesion itself"),
 ]
 
