@@ -2,6 +2,10 @@
 
     python tools/pitfall_seeds.py --out /tmp/pitfalls            # 4 pipelines x 3 seeds, ~13 min (one core)
     python tools/pitfall_seeds.py --out /tmp/pitfalls --seeds 0  # one seed, ~4.5 min
+    python tools/pitfall_seeds.py --out /tmp/pitfalls --set context  # chapter 8's 2D vs 2.5D, 3 seeds
+
+``--set context`` compares chapter 8's two models instead (the book's 2D model and its 2.5D copy,
+``model.context: 1``), which the chapter trains with one seed only.
 
 Trains the book's liver model (``liver_2d_book``) and three variants of it with the budget of the
 book — each differs in the config keys listed in ``PIPELINES`` only — on the book's 16 training
@@ -11,7 +15,7 @@ own postprocessing (the book's: largest liver component + tumour inside the live
 component; the original project's: none).  Prints one line per run and the mean and spread over seeds:
 liver+tumour region Dice (every pipeline has that), and for the three-class ones liver Dice, tumour
 Dice (case mean over tumour-bearing scans), tumours found and false-positive lesions per scan.
-Writes ``results.jsonl`` into ``--out``.  Runs that exist in ``--out/runs`` are reused.
+Writes ``results_<set>.jsonl`` into ``--out``.  Runs that exist in ``--out/runs`` are reused.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ PIPELINES: dict[str, dict] = {
                            "data.preprocess.label_resize": "linear_uint8", "loss.name": "dice",
                            "loss.kwargs": {"batch_dice": True}, "postprocess": []},
 }
+#: chapter 8's comparison: the book's 2D model against its 2.5D copy (3 adjacent slices as channels)
+CONTEXT: dict[str, dict] = {"book": {}, "2.5D (context 1)": {"model.context": 1}}
 
 
 def evaluate_run(run_dir: Path, test_root: Path) -> dict:
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for the data, the runs and results.jsonl")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     ap.add_argument("--test-seed", type=int, default=9441, help="generator seed of the 8 fresh test phantoms")
+    ap.add_argument("--set", choices=("pitfalls", "context"), default="pitfalls",
+                    help="chapter 10's pitfalls (default) or chapter 8's 2D vs 2.5D")
     args = ap.parse_args(argv)
 
     import torch
@@ -87,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (test_root / "dataset.json").is_file():
         write_dataset("liver", test_root, cases=8, seed=args.test_seed, test_cases=0, overwrite=True)
     base = TrainConfig.from_file("liver_2d_book")
+    pipelines = PIPELINES if args.set == "pitfalls" else CONTEXT
     rows = []
-    for name, changes in PIPELINES.items():
+    for name, changes in pipelines.items():
         for seed in args.seeds:
             run_dir = args.out / "runs" / f"{name.split()[0]}_s{seed}"
             if not (run_dir / "best.pt").is_file():
@@ -96,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             row = {"pipeline": name, "seed": seed, **evaluate_run(run_dir, test_root)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    (args.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (args.out / f"results_{args.set}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"\n{'pipeline':>20} {'region Dice':>18} {'tumour Dice':>18} {'found':>12} {'FP/scan':>16}"
           f"   (mean ± sd over seeds {args.seeds})")
-    for name in PIPELINES:
+    for name in pipelines:
         sel = [r for r in rows if r["pipeline"] == name]
 
         def ms(key: str, sel=sel) -> str:
