@@ -70,3 +70,20 @@ def test_every_model_is_tested_on_chapter_8s_fresh_phantoms():
         'liver_slices(split["test"][:2], 8)', ""), "a comparison still runs on the split's test cases"
     # (h) reuses (a)'s predictions of the book's model instead of predicting the same scans again
     assert 'preds["window", condition, cid]' in CELLS["c10-h-eval"]
+
+
+def test_pitfall_seeds_script_trains_the_chapters_pipelines():
+    """tools/pitfall_seeds.py measures, over seeds, the same pipelines the chapters train once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pitfall_seeds", ROOT / "tools" / "pitfall_seeds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    chapter = _with_changes_literal("c10-h-train", "original_cfg")
+    script = mod.PIPELINES["original (a+b+c+e)"]
+    assert {k: v for k, v in chapter.items() if k != "name"} == script
+    base = TrainConfig.from_file("liver_2d_book")
+    for changes in (*mod.PIPELINES.values(), *mod.CONTEXT.values()):
+        base.with_changes(changes)  # every variant is a valid config
+    assert mod.CONTEXT["2.5D (context 1)"] == {"model.context": 1}
+    assert mod.PIPELINES["book"] == {} and mod.CONTEXT["book"] == {}
