@@ -101,6 +101,23 @@ def get_dataset(task: str, cases: int = 12, test_cases: int = 2, seed: int = 0,
     return path
 
 
+#: Generator seed of the liver chapters' fresh test phantoms: chapters 8, 10 and 11 test on the same scans.
+LIVER_TEST_SEED = 808
+
+
+def held_out_cases(ds, split: dict, task: str = "liver", seed: int = LIVER_TEST_SEED, cases: int = 8):
+    """The scans a chapter tests on, as ``(MSDDataset, case ids)``: ``cases`` fresh phantoms of ``task``
+    from generator ``seed`` (no run trains on them; :func:`get_dataset` generates them once), or, with
+    ``CTSEG_DATA`` set, where real patients cannot be drawn afresh, the held-out ``split["test"]`` cases
+    of the training dataset ``ds``."""
+    if os.environ.get("CTSEG_DATA"):
+        return ds, list(split["test"])
+    from .data.msd import MSDDataset
+
+    fresh = MSDDataset(get_dataset(task, cases=cases, test_cases=0, seed=seed))
+    return fresh, list(fresh.case_ids)
+
+
 @dataclass
 class Run:
     """A finished training run as the chapters use it."""

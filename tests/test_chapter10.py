@@ -2,7 +2,7 @@
 
 - section (h)'s "original pipeline" differs from the book's model in the four mistakes it names and
   nothing else (same budget: epochs, patches, optimiser, seed), and the keys it uses do what they say;
-- every model of the chapter is tested on chapter 8's fresh phantoms (generator seed 808), not on the
+- every model of the chapter is tested on chapter 8's fresh phantoms (`held_out_cases`), not on the
   three cases of the training split.
 """
 
@@ -61,9 +61,8 @@ def test_original_pipeline_differs_from_the_book_model_in_the_named_mistakes_onl
 
 def test_every_model_is_tested_on_chapter_8s_fresh_phantoms():
     ch8 = nbformat.read(ROOT / "book" / "08_liver.ipynb", as_version=4)
-    assert any("FRESH_SEED = 808" in c.source for c in ch8.cells)
-    assert "FRESH_SEED = 808" in CELLS["cell-12"]
-    assert 'get_dataset("liver", cases=8, test_cases=0, seed=FRESH_SEED)' in CELLS["cell-12"]
+    assert any("FRESH_SEED = LIVER_TEST_SEED" in c.source for c in ch8.cells)  # the seed lives in ctseg_lib.notebook
+    assert "test_ds, test_ids = held_out_cases(ds, split)" in CELLS["cell-12"]  # the same phantoms (default seed)
     assert "test = {cid: test_ds.load_case(cid) for cid in test_ids}" in CELLS["cell-14"]
     code = "\n".join(s for s in CELLS.values())
     assert 'split["test"]' not in code.replace('test_ds, test_ids = ds, split["test"]', "").replace(

@@ -163,6 +163,26 @@ def test_get_dataset_explicit_root_wins_over_ctseg_data(tmp_path, monkeypatch):
     assert calls == [("lung", p.name, 3)]  # generated once, then reused via the marker
 
 
+def test_held_out_cases_are_fresh_phantoms_or_the_splits_test_cases(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTSEG_DATA", raising=False)
+    calls = []
+
+    def fake_write(task, path, **kw):
+        calls.append((task, kw["cases"], kw["seed"], kw["test_cases"]))
+        write_msd(path, n=kw["cases"], junk=False)
+
+    monkeypatch.setattr(notebook, "DEFAULT_CACHE", tmp_path / "cache")
+    monkeypatch.setattr("ctseg_lib.data.synthetic.write_dataset", fake_write)
+    split = {"train": ["toy_0"], "val": [], "test": ["toy_1", "toy_2"]}
+    train_ds = MSDDataset(write_msd(tmp_path / "train", n=3, junk=False))
+    test_ds, ids = notebook.held_out_cases(train_ds, split, cases=2)
+    assert calls == [("liver", 2, notebook.LIVER_TEST_SEED, 0)] and test_ds.root != train_ds.root
+    assert ids == ["toy_0", "toy_1"] == test_ds.case_ids
+    monkeypatch.setenv("CTSEG_DATA", str(tmp_path / "msd"))  # real data: nothing generated, the split's test cases
+    assert notebook.held_out_cases(train_ds, split) == (train_ds, ["toy_1", "toy_2"])
+    assert len(calls) == 1
+
+
 def test_setup_chapter_reports_real_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CTSEG_DATA", str(tmp_path))
     s = notebook.setup_chapter("Chapter X", cpu_minutes=2)
