@@ -290,3 +290,20 @@ def test_linear_uint8_in_preprocess_case_shrinks_tumour_and_adds_fake_liver():
     assert PreprocessParams.from_dict(lin.meta["params"]).label_resize == "linear_uint8"
     with pytest.raises(CTSegError, match="label_resize"):
         PreprocessParams(label_resize="bilinear")
+
+
+def test_slice_size_with_z_spacing_resamples_z_only_and_restores():
+    """``lung_25d_long``'s grid: ``slice_size`` decides in-plane, ``target_spacing`` z still resamples the
+    slices (1 mm -> 3 mm: 36 slices -> 12), and labels / probabilities come back on the original grid."""
+    hu, lab = phantom((40, 36, 36))
+    params = PreprocessParams(slice_size=(32, 24), crop_to_body=True, target_spacing=(2.0, 2.0, 3.0))
+    pre = preprocess_case(make_volume(hu, (1.0, 1.0, 1.0)), make_volume(lab, (1.0, 1.0, 1.0)), params)
+    assert pre.image.shape == (32, 24, 12) and pre.spacing[2] == 3.0
+    back = restore(pre.label, pre.meta)
+    assert back.shape == lab.shape
+    assert (back == lab).mean() >= 0.97
+    probs = np.stack([(pre.label == c).astype(np.float32) for c in range(3)])
+    pb = restore(probs, pre.meta)
+    assert pb.shape == (3, *lab.shape)
+    np.testing.assert_allclose(pb.sum(0), 1, atol=1e-5)
+    assert (pb.argmax(0) == lab).mean() >= 0.97
