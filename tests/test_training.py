@@ -291,6 +291,19 @@ def test_best_checkpoint_ties_go_to_the_later_epoch(data, tmp_path, monkeypatch)
     assert load_checkpoint(tmp_path / "gain" / "last.pt")["epoch"] == 6
 
 
+def test_without_validation_best_checkpoint_is_the_last_epoch(data, tmp_path):
+    """``data.val_fraction: 0`` (``lung_25d_long``): no validation phantoms, so best.pt is saved at every
+    epoch and ends identical to last.pt -- ``ctseg predict --checkpoint best.pt`` gives the preset's result
+    (planted variant: best.pt only on a validation score kept the first epoch or none at all)."""
+    res = train(tiny_cfg(epochs=3, data={"val_fraction": 0.0, "test_fraction": 0.0}), data, tmp_path / "noval",
+                quiet=True, device="cpu")
+    assert json.loads((tmp_path / "noval" / "split.json").read_text())["val"] == []
+    best, last = load_checkpoint(res.best_path), load_checkpoint(res.last_path)
+    assert best["epoch"] == last["epoch"] == 3
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert all("val_global_mean_dice" not in r for r in res.history)
+
+
 def test_merged_labels_train_one_foreground_class(data, tmp_path):
     """data.merge_labels (chapter 10's pitfall): liver and tumour become one class 1, the model has
     two outputs, and the validation reports that one class only."""
