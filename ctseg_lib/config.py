@@ -161,7 +161,9 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     """Everything that defines a training run.  ``iterations_per_epoch=None`` means one full pass
-    over the training slices per epoch.  ``amp`` is only used on CUDA."""
+    over the training slices per epoch.  ``amp``: mixed-precision training -- float16 on CUDA, bfloat16
+    on a CPU with native bfloat16 (``ctseg_lib.training.autocast_dtype``; ``CTSEG_CPU_BF16=0`` keeps
+    the CPU in float32)."""
 
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -144,9 +144,11 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
 
     from .checkpoint import load_model
     from .io import file_lock, write_json_atomic
-    from .training import train
+    from .training import train, training_precision
 
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), str(Path(data_root).resolve())],
+    # the precision is part of the key: float32 and bfloat16 training give different networks
+    precision = training_precision(cfg, device or detect_device())
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), str(Path(data_root).resolve()), precision],
                                     sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = DEFAULT_CACHE / "runs" / f"{name}-{key}"
     done = out / "done.json"

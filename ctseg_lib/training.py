@@ -47,7 +47,7 @@ from .data.msd import MSDDataset
 from .datasets import PatchDataset, SliceDataset, save_split, split_cases
 from .errors import CTSegError
 from .hard_negatives import load_hard_negatives, mine_hard_negatives, save_hard_negatives
-from .inference import predict_volume, sliding_window_inference
+from .inference import cpu_bf16, predict_volume, sliding_window_inference
 from .io import ensure_not_inside, write_json_atomic, write_text_atomic
 from .losses import DeepSupervisionLoss, build_loss
 from .metrics import confusion, dice_from_counts
@@ -101,9 +101,34 @@ class Run:
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """Mixed precision (float16 autocast + gradient scaling) only on CUDA: on the CPU float16 is slow
-    and the scaler has nothing to protect."""
+    """float16 mixed precision with gradient scaling: only on CUDA (on the CPU float16 is slow)."""
     return cfg.amp and device.type == "cuda"
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype the training forward pass runs in under ``torch.autocast``, or ``None`` (float32).
+
+    With ``cfg.amp``: float16 on CUDA (with a ``GradScaler``, :func:`amp_enabled`); bfloat16 on a CPU
+    that computes it natively (:func:`ctseg_lib.inference.cpu_bf16`: Intel AMX / AVX512-BF16, switch
+    ``CTSEG_CPU_BF16``) -- about 2x faster steps for the book's U-Nets on such a CPU
+    (``benchmarks/bench_bf16.py --train``).  bfloat16 has float32's exponent range, so no loss scaling
+    is needed (Kalamkar et al. 2019, "A study of BFLOAT16 for deep learning training"); the weights,
+    the optimiser state and the loss stay float32.  Elsewhere float32.
+    """
+    if not cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_bf16():
+        return torch.bfloat16
+    return None
+
+
+def training_precision(cfg: TrainConfig, device: torch.device | str = "cpu") -> str:
+    """``"float16"``, ``"bfloat16"`` or ``"float32"``: the precision :func:`training_step` computes in
+    (recorded in the checkpoint's ``meta`` and in :func:`ctseg_lib.notebook.train_cached`'s cache key)."""
+    dtype = autocast_dtype(cfg, torch.device(device))
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
@@ -204,7 +229,7 @@ def setup_run(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resu
     meta = {"labels": labels, "num_classes": len(labels), "task": cfg.data.task, "split": split,
             "preprocess": cfg.data.preprocess_params().to_dict(),
             "normalizer": normalizer.to_dict() if normalizer else None, "dataset": ds.name,
-            "world_size": dist.world_size}
+            "world_size": dist.world_size, "precision": training_precision(cfg, dev)}
     run = _build_run(cfg, out_dir, meta, train_cases, val_cases, dev, dist, quiet)
     if ckpt is not None:
         _restore(run, ckpt)
@@ -282,12 +307,17 @@ def mine_step(run: Run, epoch: int) -> dict:
 def training_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
     """One optimisation step on a batch ``x`` float32 ``(N, C, ...)``, ``y`` int64 ``(N, ...)``; returns the loss.
 
-    Mixed precision on CUDA: the forward pass runs in float16 where safe (``autocast``) and the loss
-    is scaled before ``backward`` so small float16 gradients do not underflow to 0 (``GradScaler``
-    unscales them before clipping and skips a step whose gradients overflowed).
+    Mixed precision (:func:`autocast_dtype`): the forward pass runs under ``autocast`` -- float16 on
+    CUDA, bfloat16 on a CPU with native bfloat16 -- and the loss is computed in float32 from float32
+    logits.  On CUDA the loss is scaled before ``backward`` so small float16 gradients do not underflow
+    to 0 (``GradScaler`` unscales them before clipping and skips a step whose gradients overflowed).
     """
-    with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
-        loss = run.loss_fn(run.net(x), y)
+    dtype = autocast_dtype(run.cfg, run.device)
+    with torch.autocast(device_type=run.device.type, dtype=dtype, enabled=dtype is not None):
+        out = run.net(x)
+    # the loss in float32, from float32 logits (deep supervision: a list of them)
+    out = [o.float() for o in out] if isinstance(out, list | tuple) else out.float()
+    loss = run.loss_fn(out, y)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.cfg.grad_clip:

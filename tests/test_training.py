@@ -328,3 +328,47 @@ def test_merge_labels_merges_every_foreground_label():
     assert names == {0: "background", 1: "foreground"}
     np.testing.assert_array_equal(case.label, (lab > 0).astype(np.uint8))
     assert case.label.dtype == np.uint8
+
+
+# -- mixed precision on the CPU (bfloat16 autocast where the CPU computes it natively) -------------
+
+
+@pytest.mark.parametrize(("env", "amp", "device", "expected"), [
+    ("1", True, "cpu", torch.bfloat16), ("0", True, "cpu", None), ("1", False, "cpu", None),
+    ("0", True, "cuda", torch.float16), ("1", False, "cuda", None), ("1", True, "meta", None)])
+def test_autocast_dtype_follows_amp_device_and_the_cpu_switch(monkeypatch, env, amp, device, expected):
+    from ctseg_lib.training import autocast_dtype, training_precision
+
+    monkeypatch.setenv("CTSEG_CPU_BF16", env)
+    cfg = tiny_cfg(amp=amp)
+    assert autocast_dtype(cfg, torch.device(device)) == expected
+    assert training_precision(cfg, device) == (str(expected).removeprefix("torch.") if expected else "float32")
+
+
+def test_bfloat16_training_keeps_float32_weights_and_is_recorded(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTSEG_CPU_BF16", "1")
+    cfg = tiny_cfg(epochs=1)
+    bf = train(cfg, data, tmp_path / "bf16", quiet=True, device="cpu")
+    monkeypatch.setenv("CTSEG_CPU_BF16", "0")
+    fp = train(cfg, data, tmp_path / "fp32", quiet=True, device="cpu")
+    assert load_checkpoint(tmp_path / "bf16" / "last.pt")["meta"]["precision"] == "bfloat16"
+    assert load_checkpoint(tmp_path / "fp32" / "last.pt")["meta"]["precision"] == "float32"
+    sd_bf, sd_fp = bf.model.state_dict(), fp.model.state_dict()
+    assert all(v.dtype == sd_fp[k].dtype for k, v in sd_bf.items()), "the weights stay float32"
+    assert np.isfinite(bf.history[-1]["train_loss"])
+    # the forward pass really ran in bfloat16: same seed and data, different weights after one epoch
+    assert not all(torch.equal(v, sd_fp[k]) for k, v in sd_bf.items() if v.is_floating_point())
+
+
+def test_train_cached_keys_runs_by_training_precision(data, tmp_path, monkeypatch):
+    import ctseg_lib.notebook as nb
+
+    monkeypatch.setattr(nb, "DEFAULT_CACHE", tmp_path)
+    cfg = tiny_cfg(epochs=1)
+    monkeypatch.setenv("CTSEG_CPU_BF16", "0")
+    fp = nb.train_cached(cfg, data, "toy", device="cpu")
+    again = nb.train_cached(cfg, data, "toy", device="cpu")
+    monkeypatch.setenv("CTSEG_CPU_BF16", "1")
+    bf = nb.train_cached(cfg, data, "toy", device="cpu")
+    assert again.out_dir == fp.out_dir, "the same precision reuses the run"
+    assert bf.out_dir != fp.out_dir and bf.meta["precision"] == "bfloat16" and fp.meta["precision"] == "float32"
