@@ -149,3 +149,28 @@ def test_refusal_benchmark_refuses_every_file():
 
     times = bench_refusal.run(repeats=1)
     assert set(times) == {"huge1.nii", "huge1.nii.gz", "huge2.nii.gz"} and all(t > 0 for t in times.values())
+
+
+def test_bench_bf16_training_steps_both_precisions_and_restores_the_switch(monkeypatch):
+    import os
+
+    import bench_bf16
+
+    monkeypatch.setenv("CTSEG_CPU_BF16", "0")
+    seen = []
+    real = bench_bf16.training_step
+
+    def spy(run, x, y):
+        from ctseg_lib.training import autocast_dtype
+
+        seen.append(autocast_dtype(run.cfg, run.device))
+        return real(run, x, y)
+
+    monkeypatch.setattr(bench_bf16, "training_step", spy)
+    r = bench_bf16.run_train(1, repeats=1, steps=1, batch=2, side=16)
+    assert {"fp32_step_s", "bf16_step_s", "speedup", "loss_fp32", "loss_bf16"} <= r.keys()
+    assert r["speedup"] > 0 and all(map(lambda v: v == v, (r["loss_fp32"], r["loss_bf16"])))
+    import torch
+
+    assert set(seen) == {None, torch.bfloat16}, "both precisions were timed"
+    assert os.environ["CTSEG_CPU_BF16"] == "0"
