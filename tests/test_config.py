@@ -186,3 +186,19 @@ def test_lung_25d_long_is_lung_25d_with_four_documented_changes():
     assert rounds[0] == rounds[1]
     z = long["data"]["preprocess"]["target_spacing"][2]
     assert long["model"]["context"] * z == 6.0 and long["data"]["preprocess"]["crop_to_body"]
+
+
+def test_liver_2d_trains_on_every_phantom_and_the_book_presets_keep_their_split():
+    """Since 2026-12-07 ``liver_2d`` trains on all the phantoms it is given (the README's fresh-pair
+    comparison: with 0.2 / 0.2 it trained on 10 of 16), while the book's liver run and ``liver_real`` keep
+    the split their chapters and measured numbers were made with (their resolved configs, and so the
+    book's cached runs, must not move with the base preset)."""
+    from .test_chapter10 import _flat
+
+    liver = TrainConfig.from_file("liver_2d")
+    assert liver.data.val_fraction == 0 and liver.data.test_fraction == 0
+    book, real = TrainConfig.from_file("liver_2d_book"), TrainConfig.from_file("liver_real")
+    assert (book.data.val_fraction, book.data.test_fraction) == (0.2, 0.2)
+    assert (real.data.val_fraction, real.data.test_fraction) == (0.2, 0.0)
+    a, b = _flat(TrainConfig.from_file("liver_25d").to_dict()), _flat(liver.to_dict())
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"name", "model.context"}
