@@ -10,6 +10,7 @@ import torch
 from ctseg_lib.errors import CTSegError
 from ctseg_lib.losses import (
     BatchSoftDiceBinary,
+    BlobLoss,
     CrossEntropyLoss,
     DeepSupervisionLoss,
     DiceCELoss,
@@ -148,3 +149,49 @@ def test_soft_overlap_plain_and_vnet_square_forms():
     assert torch.allclose(2 * tp + fp + fn, probs.sum(2) + y.sum(2))
     tp, fp, fn = soft_overlap(probs, y, square=True)
     assert torch.allclose(2 * tp + fp + fn, (probs ** 2).sum(2) + y.sum(2))
+
+
+def _confident(t: torch.Tensor, num_classes: int = 2) -> torch.Tensor:
+    return one_hot(t, num_classes, torch.float64) * 40 - 20
+
+
+def test_blob_loss_weighs_a_missed_small_lesion_like_a_missed_large_one():
+    """One 2x2 and one 6x6 lesion; the prediction finds only the large one.  Batch Dice hardly notices
+    (≈ 0.95), the blob term scores the lesions one by one: mean Dice (1 + 0) / 2 = 0.5."""
+    t = torch.zeros(1, 16, 16, dtype=torch.long)
+    t[0, 1:3, 1:3] = 1
+    t[0, 8:14, 8:14] = 1
+    found_large = t.clone()
+    found_large[0, 1:3, 1:3] = 0
+    loss = BlobLoss(classes=[1], batch_dice=True)
+    assert loss.blob_dice(_confident(found_large), t).item() == pytest.approx(0.5, abs=1e-3)
+    assert SoftDiceLoss(batch_dice=True).dice_per_class(_confident(found_large), t).item() > 0.9
+    # the total: alpha * global + beta * (1 - 0.5)
+    total = loss(_confident(found_large), t).item()
+    assert total == pytest.approx(2 * DiceCELoss(batch_dice=True)(_confident(found_large), t).item() + 0.5, abs=1e-3)
+
+
+def test_blob_loss_masks_the_other_lesions_but_counts_false_positives():
+    """Predicting lesion B perfectly does not lower lesion A's Dice (B is masked out for A); a false
+    positive in the background lowers every lesion's Dice."""
+    t = torch.zeros(1, 12, 12, dtype=torch.long)
+    t[0, 1:4, 1:4] = 1  # A: 9 px
+    t[0, 7:10, 7:10] = 1  # B: 9 px
+    loss = BlobLoss(classes=[1])
+    assert loss.blob_dice(_confident(t), t).item() == pytest.approx(1, abs=1e-4)
+    fp = t.clone()
+    fp[0, 0:3, 8:11] = 1  # 9 false-positive pixels in the background
+    assert loss.blob_dice(_confident(fp), t).item() == pytest.approx(2 * 9 / (18 + 9), abs=1e-3)
+
+
+def test_blob_loss_without_lesions_is_the_weighted_global_loss_and_has_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    empty = torch.zeros(2, 8, 8, dtype=torch.long)
+    loss = build_loss("blob", classes=[2], alpha=2.0, beta=1.0)
+    assert loss(x, empty).item() == pytest.approx(2 * DiceCELoss()(x, empty).item())
+    t = torch.randint(0, 3, (2, 4, 4))
+    assert torch.autograd.gradcheck(lambda z: loss(z, t), (torch.randn(2, 3, 4, 4, dtype=torch.float64,
+                                                                      requires_grad=True),))
+    with pytest.raises(ValueError):
+        BlobLoss(classes=[3])(x, empty)
