@@ -8,7 +8,8 @@ the lung, so:
   (nnU-Net decides per class on validation data whether this helps; Isensee et al. 2021),
 * :func:`restrict_to` removes tumour voxels that do not touch the (largest) liver-plus-tumour
   component,
-* :func:`remove_small` removes lesion components below a volume in mm³,
+* :func:`remove_small` removes lesion components below a volume in mm³ (inside an organ they
+  become organ),
 * :func:`keep_in_lung_fields` keeps only lesion components that lie mostly inside the lung fields
   of the CT image (:func:`lung_field`).
 
@@ -177,20 +178,37 @@ POSTPROCESS_STEPS = ("lcc", "lcc_fg", "restrict", "min_size", "lung_fields")
 
 
 def remove_small(labels: np.ndarray, classes: Iterable[int], min_mm3: float,
-                 spacing: Sequence[float]) -> tuple[np.ndarray, dict]:
-    """Set to background every 26-connected component of ``classes`` smaller than ``min_mm3`` mm³.
+                 spacing: Sequence[float], fill_labels: Iterable[int] = ()) -> tuple[np.ndarray, dict]:
+    """Remove every 26-connected component of ``classes`` smaller than ``min_mm3`` mm³.
 
     The detection-aware alternative to keeping the largest component: *every* lesion of a plausible
     size survives (a scan may have several tumours, or the largest blob may be a false positive),
     while specks of a few voxels — below any lesion a reader would report — go.
+
+    A removed component becomes what surrounds it: the most frequent of ``fill_labels`` in the
+    one-voxel shell around it (e.g. ``[1]``: a tumour speck inside the liver becomes liver, not a hole
+    in the liver), or background (0) where none of them touches it.  With ``fill_labels`` empty (the
+    lung: no organ label) every removed component becomes background.
     """
-    from .lesions import remove_small_components
+    from .lesions import label_lesions, remove_small_components
 
     out = np.array(labels, copy=True)
     min_voxels = int(np.ceil(float(min_mm3) / float(np.prod(spacing))))
+    fill = [int(f) for f in fill_labels]
+    shell_structure = ndimage.generate_binary_structure(out.ndim, out.ndim)
     for k in classes:
         mask = out == k
-        out[mask & ~remove_small_components(mask, min_voxels)] = 0
+        small = mask & ~remove_small_components(mask, min_voxels)
+        if not fill:
+            out[small] = 0
+            continue
+        comps, _ = label_lesions(small)
+        for i, box in enumerate(ndimage.find_objects(comps), start=1):
+            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            comp = comps[box] == i
+            around = out[box][ndimage.binary_dilation(comp, shell_structure) & ~comp]
+            count, label = max((int(np.sum(around == f)), f) for f in fill)
+            out[box][comp] = label if count > 0 else 0
     return out, _report(np.asarray(labels), out)
 
 
@@ -229,10 +247,11 @@ def apply_postprocessing(labels: np.ndarray, steps: Iterable[str], label_names: 
     Steps: ``lcc`` (largest component of each foreground class — skipped for classes named like
     tumours, which can be several), ``lcc_fg`` (largest foreground component), ``restrict`` (tumour
     inside organ; needs labels 1 and 2), ``min_size:<mm³>`` (remove tumour-class components smaller
-    than that volume; needs ``spacing``), ``lung_fields`` (keep only tumour-class components at least
-    50 % inside the lung fields of the CT, :func:`keep_in_lung_fields` with :func:`lung_field`;
-    needs ``image`` and ``spacing``).  Tumour classes are those named like tumours (``tumour``,
-    ``cancer``, ``lesion``, ``nodule``); without one, every foreground class.
+    than that volume; one inside the organ becomes organ, :func:`remove_small`; needs ``spacing``),
+    ``lung_fields`` (keep only tumour-class components at least 50 % inside the lung fields of the
+    CT, :func:`keep_in_lung_fields` with :func:`lung_field`; needs ``image`` and ``spacing``).  Tumour
+    classes are those named like tumours (``tumour``, ``cancer``, ``lesion``, ``nodule``); without one,
+    every foreground class.
 
     Args:
         labels: integer label map ``(X, Y, Z)`` (any shape for the steps without an image).
@@ -270,7 +289,8 @@ def apply_postprocessing(labels: np.ndarray, steps: Iterable[str], label_names: 
         else:  # min_size
             if spacing is None:
                 raise ValueError(f"'{step}' needs the voxel spacing (mm)")
-            labels, reports[step] = remove_small(labels, tumours or fg, float(arg), spacing)
+            organs = [k for k in fg if k not in tumours] if tumours else []
+            labels, reports[step] = remove_small(labels, tumours or fg, float(arg), spacing, fill_labels=organs)
     return labels, reports
 
 

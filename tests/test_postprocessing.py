@@ -94,10 +94,10 @@ def test_min_size_keeps_every_plausible_lesion_and_drops_specks():
     assert int(out3.sum()) == 0
     liver = np.zeros((20, 20, 10), np.uint8)
     liver[2:18, 2:18, 2:8] = 1
-    liver[5, 5, 5] = 2  # a 1-voxel "tumour" inside a liver: removed, the liver label untouched
+    liver[5, 5, 5] = 2  # a 1-voxel "tumour" inside a liver: removed, and it becomes liver
     out4, _ = apply_postprocessing(liver, ["min_size:2"], {0: "background", 1: "liver", 2: "cancer"},
                                    spacing=(1.0, 1.0, 1.0))
-    assert int((out4 == 2).sum()) == 0 and int((out4 == 1).sum()) == int((liver == 1).sum())
+    assert int((out4 == 2).sum()) == 0 and int((out4 == 1).sum()) == int((liver == 1).sum()) + 1
     assert parse_steps("none") == [] and parse_steps(None) == [] and parse_steps("lcc, restrict") == ["lcc", "restrict"]
     for bad, msg in (("min_size", "min_size:<volume"), ("min_size:-3", "min_size:<volume"), ("lcc:2", "no argument"),
                      ("bogus", "unknown")):
@@ -105,3 +105,25 @@ def test_min_size_keeps_every_plausible_lesion_and_drops_specks():
             parse_steps(bad)
     with pytest.raises(ValueError, match="spacing"):
         apply_postprocessing(lab, ["min_size:5"], names)
+
+
+def test_min_size_fills_a_removed_tumour_inside_the_liver_with_liver():
+    """Regression (2026-12-07): min_size set a removed liver-tumour speck to background, punching a
+    hole into the predicted liver (every false-positive speck cost liver Dice twice).  Now a removed
+    component becomes the organ label around it; one that touches no organ becomes background; a
+    lesion at or above the size is untouched; without an organ label (lung) removal is to background."""
+    names = {0: "background", 1: "liver", 2: "tumour"}
+    lab = np.zeros((24, 24, 12), np.uint8)
+    lab[2:20, 2:20, 2:10] = 1
+    lab[5:7, 5:7, 5] = 2          # 4-voxel speck inside the liver
+    lab[2, 10, 5] = 2             # 1-voxel speck on the liver's edge (touches liver and background)
+    lab[10:14, 10:14, 4:8] = 2    # a 64-voxel tumour: kept
+    lab[22, 22, 11] = 2           # a speck outside the liver: background
+    out, rep = apply_postprocessing(lab, ["min_size:10"], names, spacing=(1.0, 1.0, 1.0))
+    assert (out[5:7, 5:7, 5] == 1).all() and out[2, 10, 5] == 1 and out[22, 22, 11] == 0
+    assert int((out == 2).sum()) == 64 and (out[10:14, 10:14, 4:8] == 2).all()
+    assert rep["min_size:10"]["removed_voxels"] == {2: 6}
+    lung = (lab == 2).astype(np.uint8)
+    lung[lab == 1] = 0
+    out_lung, _ = apply_postprocessing(lung, ["min_size:10"], {0: "background", 1: "tumour"}, spacing=(1.0, 1.0, 1.0))
+    assert int(out_lung.sum()) == 64 and set(np.unique(out_lung)) == {0, 1}
