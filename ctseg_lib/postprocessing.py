@@ -190,21 +190,21 @@ def remove_small(labels: np.ndarray, classes: Iterable[int], min_mm3: float,
     in the liver), or background (0) where none of them touches it.  With ``fill_labels`` empty (the
     lung: no organ label) every removed component becomes background.
     """
-    from .lesions import label_lesions, remove_small_components
+    from .lesions import label_lesions
 
     out = np.array(labels, copy=True)
     min_voxels = int(np.ceil(float(min_mm3) / float(np.prod(spacing))))
     fill = [int(f) for f in fill_labels]
     shell_structure = ndimage.generate_binary_structure(out.ndim, out.ndim)
     for k in classes:
-        mask = out == k
-        small = mask & ~remove_small_components(mask, min_voxels)
+        comps, n = label_lesions(out == k)  # labelled once: the sizes and the boxes come from it
+        small = np.flatnonzero(np.bincount(comps.ravel(), minlength=n + 1)[1:] < min_voxels) + 1
         if not fill:
-            out[small] = 0
+            out[np.isin(comps, small)] = 0
             continue
-        comps, _ = label_lesions(small)
-        for i, box in enumerate(ndimage.find_objects(comps), start=1):
-            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        boxes = ndimage.find_objects(comps)
+        for i in small:
+            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in boxes[i - 1])
             comp = comps[box] == i
             around = out[box][ndimage.binary_dilation(comp, shell_structure) & ~comp]
             count, label = max((int(np.sum(around == f)), f) for f in fill)
