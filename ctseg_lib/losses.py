@@ -275,9 +275,10 @@ class BlobLoss(nn.Module):
                     continue
                 comp_t = torch.from_numpy(comp).to(logits.device)
                 p = probs[n, c]
+                off_lesions = p * (comp_t == 0).to(p.dtype)  # the class's probability outside every lesion
                 for i in range(1, k + 1):
                     blob = (comp_t == i).to(p.dtype)
-                    pk = p * ((comp_t == 0).to(p.dtype) + blob)  # other lesions of the class masked out
+                    pk = off_lesions + p * blob  # this lesion and the background; other lesions masked out
                     dices.append((2 * (pk * blob).sum() + self.smooth) / (pk.sum() + blob.sum() + self.smooth))
         return torch.stack(dices).mean() if dices else None
 
