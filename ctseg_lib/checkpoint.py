@@ -115,16 +115,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def build_model(cfg: Any, num_classes: int) -> torch.nn.Module:
     """The U-Net described by ``cfg.model`` (a :class:`~ctseg_lib.config.TrainConfig`); with
-    ``cfg.ensemble`` > 1 an :class:`~ctseg_lib.models.ensemble.Ensemble` of that many."""
+    ``cfg.ensemble`` > 1 an :class:`~ctseg_lib.models.ensemble.Ensemble` of that many.  With
+    ``cfg.model.dot_filter`` each U-Net is preceded by its fixed
+    :class:`~ctseg_lib.models.dot_filter.DotFilter` (``nn.Sequential``)."""
     from .models.ensemble import Ensemble
     from .models.unet import UNet
 
     m = cfg.model
 
     def one() -> torch.nn.Module:
-        return UNet(spatial_dims=m.spatial_dims, in_channels=m.in_channels, out_channels=num_classes,
-                    base_channels=m.base_channels, depth=m.depth, norm=m.norm, dropout=m.dropout,
-                    upsample=m.upsample, deep_supervision=m.deep_supervision)
+        net = UNet(spatial_dims=m.spatial_dims, in_channels=m.in_channels + bool(m.dot_filter),
+                   out_channels=num_classes, base_channels=m.base_channels, depth=m.depth, norm=m.norm,
+                   dropout=m.dropout, upsample=m.upsample, deep_supervision=m.deep_supervision)
+        if not m.dot_filter:
+            return net
+        from .models.dot_filter import DotFilter
+        return torch.nn.Sequential(DotFilter(m.context, m.dot_filter, m.dot_voxel_mm), net)
 
     return one() if cfg.ensemble == 1 else Ensemble([one() for _ in range(cfg.ensemble)])
 

@@ -40,6 +40,9 @@ class ModelConfig:
     ``min_bottleneck`` is the smallest side (voxels) the deepest feature map may have: 4, nnU-Net's
     minimum (Isensee et al. 2021), unless an experiment needs deeper networks on small inputs (chapter
     8's depth sweep: depth 7 on 128 × 128 slices, a 2 × 2 bottleneck).
+    ``dot_filter``: blob radii (mm) of a fixed 3D dot-enhancement filter whose response is appended to
+    the 2.5D input as one more channel (:class:`ctseg_lib.models.dot_filter.DotFilter`; empty = off;
+    needs ``context >= 1``); ``dot_voxel_mm`` the (row, column, slice) spacing it assumes, mm.
     """
 
     spatial_dims: int = 2
@@ -51,6 +54,8 @@ class ModelConfig:
     upsample: str = "transpose"
     deep_supervision: bool = False
     min_bottleneck: int = 4
+    dot_filter: list[float] = field(default_factory=list)
+    dot_voxel_mm: list[float] = field(default_factory=lambda: [2.0, 2.0, 3.0])
 
     @property
     def in_channels(self) -> int:
@@ -409,6 +414,11 @@ def validate(cfg: TrainConfig, source: str | Path | None = None) -> None:
         raise _fail("optim.lr", f"must be > 0, got {cfg.optim.lr}", source)
     if cfg.model.context < 0 or (cfg.model.spatial_dims == 3 and cfg.model.context):
         raise _fail("model.context", "must be >= 0 (and 0 for 3D models)", source)
+    m = cfg.model
+    if m.dot_filter and (m.spatial_dims != 2 or m.context < 1 or min(m.dot_filter) <= 0
+                         or len(m.dot_voxel_mm) != 3 or min(m.dot_voxel_mm) <= 0):
+        raise _fail("model.dot_filter", "needs a 2.5D model (spatial_dims 2, context >= 1), radii > 0 mm and "
+                    "3 positive model.dot_voxel_mm", source)
     if cfg.num_workers < 0:
         raise _fail("num_workers", "must be >= 0", source)
     for key in ("model.dropout", "data.fg_fraction", "data.negative_keep", "data.hard_fraction", "data.paste_prob",
