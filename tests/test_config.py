@@ -169,17 +169,20 @@ def test_preset_records_its_postprocessing():
         TrainConfig.from_dict({"postprocess": ["lcc_foo"]})
 
 
-def test_lung_25d_long_is_lung_25d_with_four_documented_changes():
+def test_lung_25d_long_is_lung_25d_with_five_documented_changes():
     """The long lung preset differs from ``lung_25d`` in exactly the keys its header explains: 3x the
-    epochs with the same number of mining rounds, +-6 mm of context on 3 mm slices, lesion draws, and
-    no validation phantoms (so best.pt, saved every epoch without validation, is the last epoch)."""
+    epochs with the same number of mining rounds, +-6 mm of context on 3 mm slices, lesion draws, no
+    validation phantoms (so best.pt, saved every epoch without validation, is the last epoch), and the
+    dot filter tuned to its own grid."""
     long, base = TrainConfig.from_file("lung_25d_long").to_dict(), TrainConfig.from_file("lung_25d").to_dict()
     from .test_chapter10 import _flat
 
     a, b = _flat(long), _flat(base)
     changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
     assert changed == {"name", "epochs", "model.context", "data.hard_every", "data.fg_sampling",
-                       "data.preprocess.target_spacing", "data.val_fraction"}, changed
+                       "data.preprocess.target_spacing", "data.val_fraction", "model.dot_filter"}, changed
+    # the filter's slice spacing is the grid's
+    assert long["model"]["dot_voxel_mm"][2] == long["data"]["preprocess"]["target_spacing"][2]
     assert long["data"]["val_fraction"] == 0 and long["data"]["test_fraction"] == 0, "all phantoms train"
     assert long["epochs"] == 3 * base["epochs"]
     rounds = [len(range(c["data"]["hard_every"], c["epochs"], c["data"]["hard_every"])) for c in (long, base)]

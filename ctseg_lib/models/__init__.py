@@ -7,5 +7,5 @@ from .ensemble import Ensemble
 from .original import OriginalProjectUNet
 from .unet import UNet, count_parameters, pad_to_divisor, receptive_field, shape_walkthrough
 
-__all__ = ["UNet", "OriginalProjectUNet", "Ensemble", "DotFilter", "count_parameters", "pad_to_divisor", "receptive_field",
-           "shape_walkthrough"]
+__all__ = ["UNet", "OriginalProjectUNet", "Ensemble", "DotFilter", "count_parameters", "pad_to_divisor",
+           "receptive_field", "shape_walkthrough"]
