@@ -57,11 +57,12 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ctseg_lib/lesion_synth.py": ("tests/test_lesion_synth.py",),
     "ctseg_lib/lesion_paste.py": ("tests/test_lesion_paste.py", "tests/test_lesion_synth.py"),
     "ctseg_lib/training.py": ("tests/test_training.py",),
+    "ctseg_lib/models/dot_filter.py": ("tests/test_dot_filter.py",),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
                  "ctseg_lib/preprocessing.py", "ctseg_lib/losses.py")
-Y, T = "ctseg_lib/lesion_synth.py", "ctseg_lib/training.py"
+Y, T, D = "ctseg_lib/lesion_synth.py", "ctseg_lib/training.py", "ctseg_lib/models/dot_filter.py"
 
 MUTANTS: list[Mutant] = [
     # -- surface distances -----------------------------------------------------------------------------------
@@ -192,6 +193,16 @@ MUTANTS: list[Mutant] = [
            "case.label = (case.label == 1).astype(np.uint8)",
            "merging drops the tumour instead of adding it to the liver"),
     Mutant("synth-stats-ring-includes-lesion", Y, "& (lab != cl)", "", "the ring statistics include the lesion itself"),
+    # -- dot filter (Hessian blob channel) ------------------------------------------------------------------
+    Mutant("dot-ratio-swapped", D, "small**2 / (-big).clamp_min(1e-6)", "big**2 / (-small).clamp_min(1e-6)",
+           "Li's ratio upside down (the largest curvature over the smallest): tubes answer like blobs"),
+    Mutant("dot-any-negative", D, "torch.where(small < 0,", "torch.where(big < 0,",
+           "the response kept where any eigenvalue is negative, not all three (tubes and sheets pass)"),
+    Mutant("dot-no-scale-norm", D, "h = h * (self.sigmas[i] ** 2)", "h = h",
+           "derivatives not scale-normalised: the smallest radius always wins and the response depends on mm"),
+    Mutant("dot-eig-wrong-root", D, "q + 2 * p * torch.cos(phi + 2 * math.pi / 3), q + 2 * p * torch.cos(phi)",
+           "q + 2 * p * torch.cos(phi + 4 * math.pi / 3), q + 2 * p * torch.cos(phi)",
+           "closed-form eigenvalues: the middle root taken for the smallest"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "_data", "__pycache__", ".pytest_cache",
