@@ -28,18 +28,21 @@ import torch.nn.functional as F
 
 
 def _gauss_derivs(offsets_mm: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian and its first two derivatives sampled at ``offsets_mm``: ``(3, len)`` (per mm, per mm²).
+    """Smoothing, first- and second-derivative kernels sampled at ``offsets_mm``: ``(3, len)``.
 
-    The 0th row is normalised to sum 1 and the 2nd to sum 0 (a constant image has no curvature),
-    which keeps truncated kernels unbiased.
+    They are *cross-correlation* weights (what ``F.conv2d`` applies): ``Σ w[k] f(x + k)`` is the
+    Gaussian-smoothed ``f``, ``f'`` (per mm) and ``f''`` (per mm²) at ``x``.  Each row is normalised on
+    its truncated support by the moment that defines it -- ``Σ g = 1``, ``Σ x·d1 = 1``,
+    ``Σ x²/2·d2 = 1`` with ``Σ d2 = 0`` (a constant image has no curvature) -- which keeps short
+    kernels (a few slices across) unbiased.
     """
     g = torch.exp(-0.5 * (offsets_mm / sigma) ** 2)
     g = g / g.sum()
-    d1 = -offsets_mm / sigma**2 * g
-    d1 = d1 / (offsets_mm * d1).sum().abs().clamp_min(1e-12) * -1  # sum(x * g') = -1, as for the true derivative
+    d1 = offsets_mm / sigma**2 * g  # -g'(x): the correlation weight of a derivative is the mirrored kernel
+    d1 = d1 / (offsets_mm * d1).sum().clamp_min(1e-12)
     d2 = (offsets_mm**2 / sigma**4 - 1 / sigma**2) * g
-    d2 = d2 - d2.mean() * (g > 0)
-    d2 = d2 / (0.5 * (offsets_mm**2 * d2).sum()).clamp_min(1e-12)  # sum(x²/2 * g'') = 1
+    d2 = d2 - d2.mean()
+    d2 = d2 / (0.5 * (offsets_mm**2 * d2).sum()).clamp_min(1e-12)
     return torch.stack([g, d1, d2])
 
 
@@ -60,7 +63,7 @@ class DotFilter(nn.Module):
         super().__init__()
         if context < 1:
             raise ValueError("DotFilter needs 2.5D input (context >= 1)")
-        self.context, self.gain = context, float(gain)
+        self.gain = float(gain)
         self.sigmas = [float(r) / math.sqrt(3) for r in radii_mm]
         vx, vy, vz = (float(v) for v in voxel_mm)
         zoff = torch.arange(-context, context + 1, dtype=torch.float64) * vz
