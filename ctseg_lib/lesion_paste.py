@@ -22,7 +22,7 @@ of :class:`ctseg_lib.datasets.SliceDataset`:
 The rule is loose on purpose: a tumour that touched the mediastinum may land on the chest wall.
 Ghiasi et al. found random placement as good as modelling the context; here a stricter rule (each
 quartile of the ring within a tenth of the intensity range) let fewer tumours find a place and found
-fewer fresh tumours on the development phantoms (``configs/lung_25d.yaml``).
+fewer fresh tumours on the development phantoms (``configs/lung_25d_book.yaml``).
 
 Intensities are pasted as they were (no blending): the windows and normalisation of the
 preprocessed cases are shared by every case, so a lesion keeps its contrast to lung air.

@@ -3,8 +3,9 @@
 - every setup is tested on the same fresh phantoms (generator seed 909, used nowhere else);
 - the final short setup and the shipped recipe postprocess with the same size threshold, a 6 mm sphere,
   and the largest-component step is gone from both;
-- the recipe is trained as the command line trains it (``lung_25d`` on ``ctseg synth --cases 20``) and
-  predicted as ``ctseg predict`` predicts (its own tta and postprocessing);
+- the book's recipe is trained as the command line trains it (``lung_25d_book`` on ``ctseg synth --cases 20``)
+  and predicted as ``ctseg predict`` predicts (its own tta and postprocessing); the shipped ``lung_25d`` weights
+  are loaded through ``load_pretrained`` (which refuses weights of another recipe) and predicted the same way;
 - naive and final short setup run with seeds 0, 1, 2 (4 extra short runs, no more);
 - the issue's target is stated with the issue's numbers and its verdict is glued, never typed.
 """
@@ -56,7 +57,7 @@ def test_postprocessing_is_the_fleischner_size_threshold_not_the_largest_compone
     assert 'MIN_MM3 = round(np.pi / 6 * MIN_NODULE_MM**3)' in CODE
     assert ast.literal_eval(_assigned("MIN_NODULE_MM")) == 6
     assert round(np.pi / 6 * 6**3) == 113
-    assert TrainConfig.from_file("lung_25d").postprocess == ["min_size:113"], "recipe and chapter disagree"
+    assert TrainConfig.from_file("lung_25d_book").postprocess == ["min_size:113"], "recipe and chapter disagree"
     predict = next(c for c in _cells("code") if "for cid in test_ids:" in c and "predict_case(" in c)
     assert "POSTPROCESS" in predict and "lcc_fg" not in predict, "no setup may predict with the largest component"
     assert "macmahon2017fleischner" in TEXT
@@ -65,10 +66,12 @@ def test_postprocessing_is_the_fleischner_size_threshold_not_the_largest_compone
 
 def test_recipe_trained_and_predicted_as_the_cli_does():
     assert 'preset_root = get_dataset("lung", cases=20, test_cases=0)' in CODE
-    assert 'TrainConfig.from_file("lung_25d")' in CODE
+    assert 'TrainConfig.from_file("lung_25d_book")' in CODE
     assert "train_cached(preset_cfg, preset_root, preset_cfg.name)" in CODE
     assert "tta=preset_run.config.tta" in CODE and "preset_run.config.postprocess" in CODE
-    assert '(PRESETS / "lung_25d.yaml").read_text()' in CODE, "print the recipe, do not restate it"
+    assert '(PRESETS / "lung_25d_book.yaml").read_text()' in CODE, "print the recipe, do not restate it"
+    assert 'load_pretrained("lung_25d")' in CODE, "the shipped weights, checked against configs/lung_25d.yaml"
+    assert "tta=shipped_cfg.tta" in CODE and "apply_postprocessing(pred, shipped_cfg.postprocess" in CODE
 
 
 def test_seeds_and_number_of_extra_runs():
@@ -82,8 +85,12 @@ def test_seeds_and_number_of_extra_runs():
 def test_target_is_the_issues_and_its_verdict_is_glued():
     target = ast.literal_eval(_assigned("TARGET"))
     assert target == {"sensitivity": 0.8, "fp_per_scan": 1.0, "dice": 0.6, "scans": 8}
-    for name in ("detect_status", "dice_status"):
-        assert f"{{glue:text}}`{name}`" in TEXT and f'glue("{name}", "met" if' in CODE
+    for prefix in ("preset", "shipped"):  # lung_25d_book trained here, lung_25d's shipped weights
+        for name in ("detect_status", "dice_status"):
+            assert f"{{glue:text}}`{prefix}_{name}`" in TEXT
+    assert 'glue(f"{prefix}_detect_status", status(met)[0]' in CODE
+    assert 'glue(f"{prefix}_dice_status", status(met)[1]' in CODE
+    assert 'yes = {True: "met", False: "not met"}' in CODE
 
 
 def test_the_build_asserts_orderings_and_only_the_met_part_of_the_target():
@@ -96,3 +103,4 @@ def test_the_build_asserts_orderings_and_only_the_met_part_of_the_target():
     assert "mined[-1][1] <= mined[0][1] / 2" in cell
     assert "min(seed_hits[\"+ postprocessing\"]) > max(seed_hits[\"naive\"])" in cell
     assert "hits_preset >= max(seed_hits[\"+ postprocessing\"])" in cell
+    assert 'assert sm["fp_per_scan"] <= TARGET["fp_per_scan"]' in cell and 'sm["detected"] >= pm["detected"]' in cell

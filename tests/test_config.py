@@ -105,7 +105,7 @@ def test_presets_load_by_name_and_by_checkout_path():
     from ctseg_lib.config import PRESETS, list_presets
 
     names = list_presets()
-    assert {"liver_2d", "liver_25d", "lung_2d", "lung_25d"} <= set(names)
+    assert {"liver_2d", "liver_25d", "lung_2d", "lung_25d", "lung_25d_book"} <= set(names)
     assert any(n.endswith("_gpu") for n in names)
     for n in names:  # every shipped config is valid
         assert TrainConfig.from_file(n).to_dict() == TrainConfig.from_file(PRESETS / f"{n}.yaml").to_dict()
@@ -131,9 +131,9 @@ def test_presets_extend_presets(tmp_path):
 
     assert merge_configs({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": 3}, "b": [2]}) == {"a": {"x": 1, "y": 3},
                                                                                           "b": [2]}
-    for child, parent in (("liver_25d", "liver_2d"), ("lung_25d", "lung_2d"), ("liver_2d_book", "liver_2d")):
+    for child, parent in (("liver_25d", "liver_2d"), ("lung_25d_book", "lung_2d"), ("liver_2d_book", "liver_2d")):
         c, p = TrainConfig.from_file(child).to_dict(), TrainConfig.from_file(parent).to_dict()
-        assert c["model"]["context"] == (1 if child.endswith("25d") else 0) and c["name"] == child
+        assert c["model"]["context"] == (1 if "25d" in child else 0) and c["name"] == child
         assert c["data"]["window"] == p["data"]["window"] and c["loss"] == p["loss"]
     liver_25d = TrainConfig.from_file("liver_25d").to_dict()
     liver_2d = TrainConfig.from_file("liver_2d").to_dict()
@@ -169,12 +169,13 @@ def test_preset_records_its_postprocessing():
         TrainConfig.from_dict({"postprocess": ["lcc_foo"]})
 
 
-def test_lung_25d_long_is_lung_25d_with_five_documented_changes():
-    """The long lung preset differs from ``lung_25d`` in exactly the keys its header explains: 3x the
+def test_lung_25d_is_lung_25d_book_with_five_documented_changes():
+    """The shipped lung preset (``lung_25d_long`` until 2026-12-07) differs from ``lung_25d_book`` in exactly
+    the keys its header explains: 3x the
     epochs with the same number of mining rounds, +-6 mm of context on 3 mm slices, lesion draws, no
     validation phantoms (so best.pt, saved every epoch without validation, is the last epoch), and the
     dot filter tuned to its own grid."""
-    long, base = TrainConfig.from_file("lung_25d_long").to_dict(), TrainConfig.from_file("lung_25d").to_dict()
+    long, base = TrainConfig.from_file("lung_25d").to_dict(), TrainConfig.from_file("lung_25d_book").to_dict()
     from .test_chapter10 import _flat
 
     a, b = _flat(long), _flat(base)

@@ -144,7 +144,7 @@ def test_lung_real_preset_is_lung_25d_with_the_lung_field_restriction():
     from ctseg_lib.config import PRESETS, TrainConfig, list_presets
 
     assert "lung_real" in list_presets()
-    real, base = TrainConfig.from_file("lung_real").to_dict(), TrainConfig.from_file("lung_25d").to_dict()
+    real, base = TrainConfig.from_file("lung_real").to_dict(), TrainConfig.from_file("lung_25d_book").to_dict()
     assert real["postprocess"] == ["min_size:113", "lung_fields"] and real["name"] == "lung_real"
     assert {k: v for k, v in real.items() if k not in ("name", "postprocess")} == \
         {k: v for k, v in base.items() if k not in ("name", "postprocess")}

@@ -29,7 +29,7 @@ def test_mutant_applies_exactly_once_and_compiles(m):
 def test_mutant_list_is_well_formed():
     ids = [m.id for m in mutate.MUTANTS]
     assert len(ids) == len(set(ids)), "duplicate mutant ids"
-    assert 20 <= len(ids) <= 60
+    assert 20 <= len(ids) <= 64  # `make mutate` stays a few minutes on 2 cores
     for path in {m.path for m in mutate.MUTANTS}:
         tests = mutate.TESTS[path]
         assert tests and all((REPO / t).is_file() for t in tests), f"{path}: missing test file in {tests}"

@@ -293,7 +293,7 @@ def test_linear_uint8_in_preprocess_case_shrinks_tumour_and_adds_fake_liver():
 
 
 def test_slice_size_with_z_spacing_resamples_z_only_and_restores():
-    """``lung_25d_long``'s grid: ``slice_size`` decides in-plane, ``target_spacing`` z still resamples the
+    """``lung_25d``'s grid: ``slice_size`` decides in-plane, ``target_spacing`` z still resamples the
     slices (1 mm -> 3 mm: 36 slices -> 12), and labels / probabilities come back on the original grid."""
     hu, lab = phantom((40, 36, 36))
     params = PreprocessParams(slice_size=(32, 24), crop_to_body=True, target_spacing=(2.0, 2.0, 3.0))

@@ -292,7 +292,7 @@ def test_best_checkpoint_ties_go_to_the_later_epoch(data, tmp_path, monkeypatch)
 
 
 def test_without_validation_best_checkpoint_is_the_last_epoch(data, tmp_path):
-    """``data.val_fraction: 0`` (``lung_25d_long``): no validation phantoms, so best.pt is saved at every
+    """``data.val_fraction: 0`` (``lung_25d``): no validation phantoms, so best.pt is saved at every
     epoch and ends identical to last.pt -- ``ctseg predict --checkpoint best.pt`` gives the preset's result
     (planted variant: best.pt only on a validation score kept the first epoch or none at all)."""
     res = train(tiny_cfg(epochs=3, data={"val_fraction": 0.0, "test_fraction": 0.0}), data, tmp_path / "noval",

@@ -58,11 +58,13 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ctseg_lib/lesion_paste.py": ("tests/test_lesion_paste.py", "tests/test_lesion_synth.py"),
     "ctseg_lib/training.py": ("tests/test_training.py",),
     "ctseg_lib/models/dot_filter.py": ("tests/test_dot_filter.py",),
+    "ctseg_lib/pretrained.py": ("tests/test_pretrained.py",),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
                  "ctseg_lib/preprocessing.py", "ctseg_lib/losses.py")
 Y, T, D = "ctseg_lib/lesion_synth.py", "ctseg_lib/training.py", "ctseg_lib/models/dot_filter.py"
+W = "ctseg_lib/pretrained.py"
 
 MUTANTS: list[Mutant] = [
     # -- surface distances -----------------------------------------------------------------------------------
@@ -203,6 +205,12 @@ MUTANTS: list[Mutant] = [
     Mutant("dot-eig-wrong-root", D, "q + 2 * p * torch.cos(phi + 2 * math.pi / 3), q + 2 * p * torch.cos(phi)",
            "q + 2 * p * torch.cos(phi + 4 * math.pi / 3), q + 2 * p * torch.cos(phi)",
            "closed-form eigenvalues: the middle root taken for the smallest"),
+    # -- shipped weights -------------------------------------------------------------------------------------
+    Mutant("weights-recipe-unchecked", W, 'if k != "name" and a.get(k) != b.get(k)]',
+           'if k != "name" and a.get(k) != a.get(k)]',
+           "shipped weights of another recipe accepted (the checkpoint's config compared with itself)"),
+    Mutant("weights-name-compared", W, 'if k != "name" and a.get(k) != b.get(k)]', 'if a.get(k) != b.get(k)]',
+           "the run's name counts as a recipe difference (every command-line run refused)"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "_data", "__pycache__", ".pytest_cache",

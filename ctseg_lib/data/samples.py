@@ -117,10 +117,36 @@ class RealSample:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _candidates() -> list[Path]:
-    here = Path(__file__).resolve().parents[2] / "samples" / "realct"  # the repository checkout
+def checkout_candidates(relative: str) -> list[Path]:
+    """Where a folder of the repository checkout (``relative``, e.g. ``"samples/realct"``) may be: beside
+    the package this module was imported from, then under the current directory and each of its parents."""
     cwd = Path.cwd().resolve()
-    return [here] + [d / "samples" / "realct" for d in (cwd, *cwd.parents)]
+    return [Path(__file__).resolve().parents[2] / relative, *(d / relative for d in (cwd, *cwd.parents))]
+
+
+def find_checkout_folder(env_var: str, candidates: list[Path], what: str) -> Path:
+    """``$env_var`` when set, else the first existing folder of ``candidates``: the lookup of the files
+    that live in the repository but not in the pip package (real CT samples, shipped weights).
+
+    Raises:
+        CTSegError: ``$env_var`` names no folder, or no candidate exists (naming the first one).
+    """
+    env = os.environ.get(env_var)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise CTSegError(f"{env_var} is set but is not a folder with the {what}", path)
+        return path
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise CTSegError(f"{what} not found: they are in the repository ({candidates[0].parent.name}/"
+                     f"{candidates[0].name}), not in the pip package; clone the repository or set {env_var} "
+                     "to that folder", candidates[0])
+
+
+def _candidates() -> list[Path]:
+    return checkout_candidates("samples/realct")
 
 
 def sample_dir() -> Path:
@@ -133,18 +159,7 @@ def sample_dir() -> Path:
         CTSegError: the folder does not exist (a pip-installed package has no samples: clone the
             repository or point ``CTSEG_SAMPLES`` at its ``samples/realct``).
     """
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise CTSegError(f"{ENV_VAR} is set but is not a folder with the real CT samples", path)
-        return path
-    candidates = _candidates()
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise CTSegError("real CT samples not found: they are in the repository (samples/realct), not in the pip "
-                     f"package; clone the repository or set {ENV_VAR} to that folder", candidates[0])
+    return find_checkout_folder(ENV_VAR, _candidates(), "real CT samples")
 
 
 def list_samples() -> list[str]:
