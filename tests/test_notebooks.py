@@ -161,3 +161,19 @@ def test_parallel_executor_fails_on_a_broken_chapter_and_caches_only_good_ones(t
     cache.match_cache_notebook(nbformat.read(tmp_path / "book" / "b.ipynb", 4))
     times = yaml.safe_load((tmp_path / "_build" / "execute_book.json").read_text())
     assert set(times["chapters_s"]) == {"b"} and times["jobs"] == 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapters_that_read_repository_files_fetch_them_on_colab(path):
+    """``pip install git+...`` brings the package, not ``samples/``: a chapter that loads the real CT
+    samples or shipped weights must, in its install cell, clone the repository where they are missing and
+    point the loader at the clone (chapter 12 did not, until 2026-12-07)."""
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells[1:] if c.cell_type == "code")
+    first = nb.cells[0].source
+    needs = {"CTSEG_SAMPLES": ("load_sample(", "list_samples()", "/tmp/ctseg-book/samples/realct"),
+             "CTSEG_WEIGHTS": ("load_pretrained(", "weights_dir()", "/tmp/ctseg-book/samples/models")}
+    for var, (call, probe, folder) in needs.items():
+        if call in code:
+            assert f"git clone --quiet --depth 1 {CONFIG['repository']['url']} /tmp/ctseg-book" in first, path.name
+            assert probe in first and f'os.environ["{var}"] = "{folder}"' in first, (path.name, var)
