@@ -142,9 +142,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         ``(model, config, meta)``: the model in ``eval()`` mode on ``device``, the
         :class:`~ctseg_lib.config.TrainConfig`, and the meta dict (labels, preprocessing).
     """
+    return model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path, device)
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path, device: str | torch.device = "cpu"):
+    """:func:`load_model` for a checkpoint already read with :func:`load_checkpoint` (``path`` names it
+    in errors), so a caller that inspects the checkpoint first does not read the file twice."""
     from .config import TrainConfig
 
-    ckpt = load_checkpoint(path, map_location="cpu")
     cfg = TrainConfig.from_dict(ckpt["config"], source=path)
     meta = ckpt["meta"]
     model = build_model(cfg, int(meta["num_classes"]))

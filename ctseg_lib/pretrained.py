@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
 from .data.samples import checkout_candidates, find_checkout_folder
 from .errors import CTSegError
@@ -102,8 +102,9 @@ def load_pretrained(preset: str, device: str | torch.device = "cpu"):
             that differs from the preset file (the differing keys are named).
     """
     path = pretrained_path(preset)
-    diff = recipe_differences(load_checkpoint(path)["config"], preset)
+    ckpt = load_checkpoint(path)
+    diff = recipe_differences(ckpt["config"], preset)
     if diff:
         raise CTSegError(f"shipped weights were trained with another recipe than configs/{preset}.yaml "
                          f"({'; '.join(diff)}); retrain and re-ship them (tools/ship_weights.py)", path)
-    return load_model(path, device)
+    return model_from_checkpoint(ckpt, path, device)
