@@ -130,6 +130,23 @@ class Run:
     train_seconds: float
 
 
+def pretrained_run(preset: str) -> Run:
+    """The weights the repository ships for ``preset`` (:mod:`ctseg_lib.pretrained`) as a :class:`Run`.
+
+    For a recipe whose training a book build cannot afford: the chapter evaluates the shipped network
+    of one command-line run of the preset, checked to be today's recipe.  ``history`` is that run's
+    (every epoch), ``train_seconds`` its training time (the sum of its epochs), ``out_dir`` the folder
+    of the weights.
+    """
+    from .checkpoint import model_from_checkpoint
+    from .pretrained import pretrained_checkpoint
+
+    ckpt, path = pretrained_checkpoint(preset)
+    model, config, meta = model_from_checkpoint(ckpt, path)
+    history = list(ckpt.get("history", []))
+    return Run(model, config, meta, history, path.parent, float(sum(float(r.get("time", 0.0)) for r in history)))
+
+
 def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = True,
                  device: str | None = None) -> Run:
     """Train ``cfg`` on ``data_root`` once; later calls with the same config and data reuse the run.

@@ -1,13 +1,14 @@
 """Trained weights that the repository ships for a preset (``samples/models/<preset>.pt``).
 
-Some presets train for longer than a book build can afford: ``lung_25d`` (the lung recipe that meets
-the lung target on fresh phantoms) needs about 12 minutes of one CPU core.  So that a chapter can show
-what that recipe does, on test scans generated at build time, the repository carries one training run
-of it: a checkpoint made by ``ctseg train --config lung_25d`` on ``ctseg synth --task lung --cases 20``
-and stripped to what inference needs (weights, config, preprocessing meta, the training history) by
-``tools/ship_weights.py``, which also writes ``samples/models/<preset>.json`` (how it was made, the
-SHA-256 of the file).  Phantom-trained only; not for clinical use.  Like the real CT samples, the
-weights are *not* in the pip package: :func:`weights_dir` finds them in the repository checkout.
+Some presets train for longer than a book build can afford: ``lung_25d`` (the library's lung recipe)
+needs about 14 minutes of one CPU core, ``lung_25d_book`` (chapter 9's recipe at the book's budget)
+about 5.  So that a chapter can show what such a recipe does, on test scans generated at build time,
+the repository carries one training run of it: a checkpoint made by ``ctseg train --config <preset>``
+on ``ctseg synth --task lung --cases 20`` and stripped to what inference needs (weights, config,
+preprocessing meta, the training history) by ``tools/ship_weights.py``, which also writes
+``samples/models/<preset>.json`` (how it was made, the SHA-256 of the file).  Phantom-trained only;
+not for clinical use.  Like the real CT samples, the weights are *not* in the pip package:
+:func:`weights_dir` finds them in the repository checkout.
 
 One rule keeps shipped weights honest: they must have been trained with exactly the recipe the preset
 file describes *today*.  :func:`load_pretrained` compares the checkpoint's config with the resolved
@@ -101,10 +102,24 @@ def load_pretrained(preset: str, device: str | torch.device = "cpu"):
         CTSegError: no weights for ``preset``, an unreadable file, or weights trained with a recipe
             that differs from the preset file (the differing keys are named).
     """
+    ckpt, path = pretrained_checkpoint(preset)
+    return model_from_checkpoint(ckpt, path, device)
+
+
+def pretrained_checkpoint(preset: str) -> tuple[dict, Path]:
+    """The shipped checkpoint of ``preset``, read once and checked, and its path.
+
+    The dict has the keys of a training checkpoint (``model``, ``config``, ``meta``, ``epoch`` …);
+    ``history`` is the whole training run's, one row per epoch, also the epochs after the saved one
+    when validation chose an earlier epoch (``tools/ship_weights.py``).
+
+    Raises:
+        CTSegError: as :func:`load_pretrained`.
+    """
     path = pretrained_path(preset)
     ckpt = load_checkpoint(path)
     diff = recipe_differences(ckpt["config"], preset)
     if diff:
         raise CTSegError(f"shipped weights were trained with another recipe than configs/{preset}.yaml "
                          f"({'; '.join(diff)}); retrain and re-ship them (tools/ship_weights.py)", path)
-    return model_from_checkpoint(ckpt, path, device)
+    return ckpt, path

@@ -3,9 +3,11 @@
 - every setup is tested on the same fresh phantoms (generator seed 909, used nowhere else);
 - the final short setup and the shipped recipe postprocess with the same size threshold, a 6 mm sphere,
   and the largest-component step is gone from both;
-- the book's recipe is trained as the command line trains it (``lung_25d_book`` on ``ctseg synth --cases 20``)
-  and predicted as ``ctseg predict`` predicts (its own tta and postprocessing); the shipped ``lung_25d`` weights
-  are loaded through ``load_pretrained`` (which refuses weights of another recipe) and predicted the same way;
+- the book's recipe is the shipped ``lung_25d_book`` weights of one command-line run (``ctseg synth --cases 20
+  --seed 0``, the chapter's own ``preset_root``), loaded through ``pretrained_run`` (which refuses weights of
+  another recipe), trained here only on real data, and predicted as ``ctseg predict`` predicts (its own tta and
+  postprocessing); the shipped ``lung_25d`` weights are loaded through ``load_pretrained`` and predicted the
+  same way;
 - naive and final short setup run with seeds 0, 1, 2 (4 extra short runs, no more);
 - the issue's target is stated with the issue's numbers and its verdict is glued, never typed.
 """
@@ -67,7 +69,10 @@ def test_postprocessing_is_the_fleischner_size_threshold_not_the_largest_compone
 def test_recipe_trained_and_predicted_as_the_cli_does():
     assert 'preset_root = get_dataset("lung", cases=20, test_cases=0)' in CODE
     assert 'TrainConfig.from_file("lung_25d_book")' in CODE
-    assert "train_cached(preset_cfg, preset_root, preset_cfg.name)" in CODE
+    assert 'preset_run = pretrained_run("lung_25d_book")' in CODE
+    assert "train_cached(preset_cfg, preset_root, preset_cfg.name)" in CODE, "real data: trained here"
+    # the shipped run's training data is the chapter's preset_root (the mining and copy-paste figures show it)
+    assert 'book_info["data_command"] == "ctseg synth --task lung --cases 20 --seed 0"' in CODE
     assert "tta=preset_run.config.tta" in CODE and "preset_run.config.postprocess" in CODE
     assert '(PRESETS / "lung_25d_book.yaml").read_text()' in CODE, "print the recipe, do not restate it"
     assert 'load_pretrained("lung_25d")' in CODE, "the shipped weights, checked against configs/lung_25d.yaml"
@@ -78,14 +83,14 @@ def test_seeds_and_number_of_extra_runs():
     assert ast.literal_eval(_assigned("SEEDS")) == (0, 1, 2)
     compared = ast.literal_eval(_assigned("COMPARED"))
     assert compared == {"naive": "naive", "+ postprocessing": "+ 2.5D"}
-    # three calls: the four steps, the seed runs (2 setups x seeds 1, 2), the recipe; no exercise trains
+    # three calls: the four steps, the seed runs (2 setups x seeds 1, 2), the recipe on real data; no exercise trains
     assert CODE.count("train_cached(") == 3
 
 
 def test_target_is_the_issues_and_its_verdict_is_glued():
     target = ast.literal_eval(_assigned("TARGET"))
     assert target == {"sensitivity": 0.8, "fp_per_scan": 1.0, "dice": 0.6, "scans": 8}
-    for prefix in ("preset", "shipped"):  # lung_25d_book trained here, lung_25d's shipped weights
+    for prefix in ("preset", "shipped"):  # the shipped lung_25d_book and lung_25d weights
         for name in ("detect_status", "dice_status"):
             assert f"{{glue:text}}`{prefix}_{name}`" in TEXT
     assert 'glue(f"{prefix}_detect_status", status(met)[0]' in CODE

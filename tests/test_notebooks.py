@@ -171,9 +171,10 @@ def test_chapters_that_read_repository_files_fetch_them_on_colab(path):
     nb = nbformat.read(path, as_version=4)
     code = "\n".join(c.source for c in nb.cells[1:] if c.cell_type == "code")
     first = nb.cells[0].source
-    needs = {"CTSEG_SAMPLES": ("load_sample(", "list_samples()", "/tmp/ctseg-book/samples/realct"),
-             "CTSEG_WEIGHTS": ("load_pretrained(", "weights_dir()", "/tmp/ctseg-book/samples/models")}
-    for var, (call, probe, folder) in needs.items():
-        if call in code:
+    needs = {"CTSEG_SAMPLES": (("load_sample(",), "list_samples()", "/tmp/ctseg-book/samples/realct"),
+             "CTSEG_WEIGHTS": (("load_pretrained(", "pretrained_run("), "weights_dir()",
+                               "/tmp/ctseg-book/samples/models")}
+    for var, (calls, probe, folder) in needs.items():
+        if any(call in code for call in calls):
             assert f"git clone --quiet --depth 1 {CONFIG['repository']['url']} /tmp/ctseg-book" in first, path.name
             assert probe in first and f'os.environ["{var}"] = "{folder}"' in first, (path.name, var)

@@ -50,14 +50,51 @@ def test_shipped_lung_25d_is_the_preset_and_runs():
     assert tuple(y.shape) == (1, 2, 64, 48)
 
 
-def test_provenance_matches_the_file():
-    """The JSON's SHA-256 is the .pt file's: a re-shipped file without its record fails here."""
-    info = provenance("lung_25d")
-    path = pretrained_path("lung_25d")
+SHIPPED = ("lung_25d", "lung_25d_book")
+
+
+@pytest.mark.parametrize("preset", SHIPPED)
+def test_provenance_matches_the_file(preset):
+    """The JSON's SHA-256 is the .pt file's: a re-shipped file without its record fails here; the run
+    trained the preset's epochs, and the file's history is that whole run."""
+    info = provenance(preset)
+    path = pretrained_path(preset)
     assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert info["bytes"] == path.stat().st_size and info["preset"] == "lung_25d"
-    assert info["epochs"] == TrainConfig.from_file("lung_25d").epochs
+    assert info["bytes"] == path.stat().st_size and info["preset"] == preset
+    assert info["epochs"] == TrainConfig.from_file(preset).epochs
     assert "--cases 20" in info["data_command"]
+    ck = load_checkpoint(path)
+    assert [r["epoch"] for r in ck["history"]] == list(range(1, info["epochs"] + 1))
+    assert 1 <= ck["epoch"] == info.get("checkpoint_epoch", info["epochs"]) <= info["epochs"]
+    assert abs(sum(r["time"] for r in ck["history"]) - info["training_seconds"]) < 0.1
+
+
+@pytest.mark.parametrize("preset", SHIPPED)
+def test_pretrained_run_is_the_shipped_network_as_a_chapter_uses_it(preset):
+    """``notebook.pretrained_run``: the checked weights, their whole training history and its time."""
+    from ctseg_lib.notebook import pretrained_run
+
+    run = pretrained_run(preset)
+    info = provenance(preset)
+    assert run.config.name == preset and not run.model.training
+    assert recipe_differences(run.config.to_dict(), preset) == []
+    assert len(run.history) == info["epochs"] and run.out_dir == pretrained_path(preset).parent
+    assert abs(run.train_seconds - info["training_seconds"]) < 0.1
+    assert run.meta["split"]["train"], "the training cases are recorded"
+
+
+def test_pretrained_run_refuses_another_recipe_like_load_pretrained(tmp_path, monkeypatch):
+    from ctseg_lib.notebook import pretrained_run
+
+    ship = _ship_module()
+    out = tmp_path / "models"
+    ship.ship(_full_checkpoint(tmp_path), "lung_25d", "ctseg synth --task lung --cases 20 --seed 1", out)
+    ck = load_checkpoint(out / "lung_25d.pt")
+    ck["config"]["epochs"] = 40
+    torch.save(ck, out / "lung_25d.pt")
+    monkeypatch.setenv("CTSEG_WEIGHTS", str(out))
+    with pytest.raises(CTSegError, match=r"another recipe.*epochs: 40 -> 120"):
+        pretrained_run("lung_25d")
 
 
 def test_unknown_preset_names_what_is_shipped():
@@ -106,6 +143,25 @@ def test_ship_strips_training_state_and_keeps_the_weights(tmp_path):
     info = json.loads(js.read_text())
     assert info["trained_as"] == "my_run" and info["sha256"] == hashlib.sha256(pt.read_bytes()).hexdigest()
     assert info["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_ship_keeps_the_whole_runs_history_when_validation_saved_an_earlier_epoch(tmp_path):
+    """best.pt of epoch 2 holds 2 history rows; the run trained 4: the shipped history and training time
+    are the run's (``history.json`` beside the checkpoint), the weights stay epoch 2's."""
+    ship = _ship_module()
+    src = _full_checkpoint(tmp_path)
+    run = [{"epoch": e, "train_loss": 1.0 / e, "time": 10.0} for e in range(1, 5)]
+    ck = load_checkpoint(src)
+    torch.save({**ck, "epoch": 2, "history": run[:2]}, src)
+    (src.parent / "history.json").write_text(json.dumps(run))
+    pt, js = ship.ship(src, "lung_25d", "x", tmp_path / "models")
+    slim, info = load_checkpoint(pt), json.loads(js.read_text())
+    assert slim["history"] == run and slim["epoch"] == 2
+    assert info["epochs"] == 4 and info["checkpoint_epoch"] == 2 and info["training_seconds"] == 40.0
+    # a history.json of another run (it does not continue the checkpoint's) is not taken
+    (src.parent / "history.json").write_text(json.dumps([{"epoch": 1, "train_loss": 9.0, "time": 1.0}] + run[1:]))
+    pt, js = ship.ship(src, "lung_25d", "x", tmp_path / "models2")
+    assert load_checkpoint(pt)["history"] == run[:2] and json.loads(js.read_text())["epochs"] == 2
 
 
 def test_ship_refuses_a_checkpoint_of_another_recipe(tmp_path):

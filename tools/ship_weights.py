@@ -12,8 +12,9 @@ What it does:
 1. refuses a checkpoint whose resolved config differs from ``configs/<preset>.yaml`` today in any key
    but ``name`` (:func:`ctseg_lib.pretrained.recipe_differences`): shipped weights are the preset's;
 2. keeps what inference and the book need (weights, config -- renamed to the preset --, preprocessing
-   meta, training history, epoch) and drops the optimizer, scheduler and RNG states (about two thirds
-   of the file); the weights are bit-identical, so predictions are too;
+   meta, epoch, and the training history of the whole run: ``history.json`` beside the checkpoint
+   when validation saved an earlier epoch as ``best.pt``) and drops the optimizer, scheduler and RNG
+   states (about two thirds of the file); the weights are bit-identical, so predictions are too;
 3. writes both files atomically and prints their sizes.  The JSON records the commands, the source
    checkpoint's SHA-256, the training time from its history and the shipped file's SHA-256.
 """
@@ -42,6 +43,19 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def run_history(checkpoint: Path, ckpt: dict) -> list[dict]:
+    """The whole run's history: ``history.json`` beside the checkpoint when it continues the
+    checkpoint's own (validation chose an earlier epoch: ``best.pt`` holds the history up to that
+    epoch, the run trained on), else the checkpoint's."""
+    own = list(ckpt.get("history", []))
+    path = checkpoint.parent / "history.json"
+    if path.is_file():
+        run = json.loads(path.read_text())
+        if len(run) >= len(own) and run[:len(own)] == own:
+            return run
+    return own
+
+
 def ship(checkpoint: Path, preset: str, data_command: str, out: Path) -> tuple[Path, Path]:
     """Write ``out/<preset>.pt`` and ``out/<preset>.json`` from ``checkpoint`` (see the module docstring)."""
     ckpt = load_checkpoint(checkpoint)
@@ -49,9 +63,10 @@ def ship(checkpoint: Path, preset: str, data_command: str, out: Path) -> tuple[P
     if diff:
         raise CTSegError(f"not trained with configs/{preset}.yaml as it is now: {'; '.join(diff)}", checkpoint)
     config = {**ckpt["config"], "name": preset}
+    history = run_history(checkpoint, ckpt)
     slim = {"format": FORMAT, "version": VERSION, "epoch": ckpt["epoch"], "model": ckpt["model"],
             "optimizer": None, "scheduler": None, "scaler": None, "rng": None, "config": config,
-            "meta": ckpt["meta"], "history": ckpt.get("history", []), "best_score": ckpt.get("best_score", -1.0)}
+            "meta": ckpt["meta"], "history": history, "best_score": ckpt.get("best_score", -1.0)}
     out.mkdir(parents=True, exist_ok=True)
     pt, js = out / f"{preset}.pt", out / f"{preset}.json"
     with atomic_path(pt) as tmp:
@@ -63,8 +78,9 @@ def ship(checkpoint: Path, preset: str, data_command: str, out: Path) -> tuple[P
         "data_command": data_command,
         "train_command": f"ctseg train --config {preset} --data <that folder> --out <run>",
         "trained_as": ckpt["config"].get("name"),
-        "epochs": int(ckpt["epoch"]),
-        "training_seconds": round(sum(float(r.get("time", 0.0)) for r in ckpt.get("history", [])), 1),
+        "epochs": len(history) or int(ckpt["epoch"]),
+        "checkpoint_epoch": int(ckpt["epoch"]),
+        "training_seconds": round(sum(float(r.get("time", 0.0)) for r in history), 1),
         "precision": ckpt["meta"].get("precision"),
         "train_cases": list(ckpt["meta"].get("split", {}).get("train", [])),
         "source_sha256": sha256(checkpoint),
