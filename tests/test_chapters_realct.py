@@ -147,6 +147,18 @@ def test_chapter12_loads_the_runs_that_chapters_6_and_9_train():
     assert 'cfg = TrainConfig.from_file(PRESETS / "liver_2d_book.yaml")' in code6
 
 
+def test_chapter12_evaluates_the_shipped_presets_and_trains_them_only_on_real_data():
+    """liver_real and lung_25d_book (lung_real's network) train longer than the build allows: chapter 12
+    loads their shipped, recipe-checked weights on phantoms, the preset's whole budget, and trains the
+    presets only with CTSEG_DATA (the shipped weights know only phantoms)."""
+    code = "\n".join(_cells(CH12, "code"))
+    assert 'pretrained_run("liver_real")' in code and 'pretrained_run("lung_25d_book")' in code
+    assert 'provenance("liver_real")["data_command"] == "ctseg synth --task liver --cases 30 --seed 0"' in code
+    assert "assert rl_run.config.epochs == real_cfg.epochs" in code, "the preset's budget, not a shortened one"
+    assert "RL_EPOCHS" not in code and "with_changes({\"epochs\"" not in code
+    assert code.count("if setup.real_data") >= 1 and "train_cached(real_cfg," in code
+
+
 @pytest.fixture(scope="module")
 def lung_field():
     """Chapter 12's ``lung_field``: the library's, imported by its code cell (not redefined there)."""

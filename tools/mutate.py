@@ -59,12 +59,14 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ctseg_lib/training.py": ("tests/test_training.py",),
     "ctseg_lib/models/dot_filter.py": ("tests/test_dot_filter.py",),
     "ctseg_lib/pretrained.py": ("tests/test_pretrained.py",),
+    "ctseg_lib/notebook.py": ("tests/test_pretrained.py",),
+    "tools/ship_weights.py": ("tests/test_pretrained.py",),
 }
 
 S, M, N, P, L = ("ctseg_lib/surface.py", "ctseg_lib/metrics.py", "ctseg_lib/data/nifti.py",
                  "ctseg_lib/preprocessing.py", "ctseg_lib/losses.py")
 Y, T, D = "ctseg_lib/lesion_synth.py", "ctseg_lib/training.py", "ctseg_lib/models/dot_filter.py"
-W = "ctseg_lib/pretrained.py"
+W, WN, WS = "ctseg_lib/pretrained.py", "ctseg_lib/notebook.py", "tools/ship_weights.py"
 
 MUTANTS: list[Mutant] = [
     # -- surface distances -----------------------------------------------------------------------------------
@@ -211,6 +213,13 @@ MUTANTS: list[Mutant] = [
            "shipped weights of another recipe accepted (the checkpoint's config compared with itself)"),
     Mutant("weights-name-compared", W, 'if k != "name" and a.get(k) != b.get(k)]', 'if a.get(k) != b.get(k)]',
            "the run's name counts as a recipe difference (every command-line run refused)"),
+    Mutant("weights-run-unchecked", WN, "ckpt, path = pretrained_checkpoint(preset)",
+           "from .pretrained import load_checkpoint, pretrained_path; path = pretrained_path(preset); "
+           "ckpt = load_checkpoint(path)",
+           "a chapter's shipped network read without the recipe check that load_pretrained makes"),
+    Mutant("weights-history-cut", WS, "            return run\n", "            return own\n",
+           "shipped weights keep only the history up to the saved epoch: the epochs after it, their mining "
+           "rounds and training time are lost"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "_data", "__pycache__", ".pytest_cache",
