@@ -7,7 +7,8 @@ Why: jupyter-book (myst-nb) executes chapters one after the other.  Much of a ch
 single-threaded Python — NIfTI I/O, metrics, distance transforms, plotting, starting a kernel — so
 one chapter never keeps two cores busy: a second torch thread makes its training ~1.5× faster and
 the rest not at all.  Two chapters at a time with one thread each do keep both cores busy: on the
-2-core build machine all chapters took 620 s instead of 1,037 s (``benchmarks/book_times.json``).
+2-core build machine all chapters took 620 s instead of 1,037 s (2026-11-27), and 717 s instead of
+1,059 s in a cold build on the 2-core AMD CI machine kind (2026-12-08, ``benchmarks/book_times.json``).
 
 How: each notebook is executed exactly as myst-nb's ``execute_notebooks: cache`` mode does it
 (``jupyter_cache.executors.utils.single_nb_execution``, kernel working directory = the chapter's
