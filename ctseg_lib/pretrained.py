@@ -1,12 +1,13 @@
 """Trained weights that the repository ships for a preset (``samples/models/<preset>.pt``).
 
 Some presets train for longer than a book build can afford: ``lung_25d`` (the library's lung recipe)
-needs about 14 minutes of one CPU core, ``lung_25d_book`` (chapter 9's recipe at the book's budget)
-about 5.  So that a chapter can show what such a recipe does, on test scans generated at build time,
-the repository carries one training run of it: a checkpoint made by ``ctseg train --config <preset>``
-on ``ctseg synth --task lung --cases 20`` and stripped to what inference needs (weights, config,
-preprocessing meta, the training history) by ``tools/ship_weights.py``, which also writes
-``samples/models/<preset>.json`` (how it was made, the SHA-256 of the file).  Phantom-trained only;
+needs about 14 minutes of one CPU core, ``liver_real`` (the liver preset for real CT) about 6,
+``lung_25d_book`` (chapter 9's recipe at the book's budget) about 5.  So that a chapter can show what
+such a recipe does, on test scans generated at build time or on the real samples, the repository
+carries one training run of it: a checkpoint made by ``ctseg train --config <preset>`` on the phantoms
+of one ``ctseg synth`` command and stripped to what inference needs (weights, config, preprocessing
+meta, the training history) by ``tools/ship_weights.py``, which also writes
+``samples/models/<preset>.json`` (the commands, the SHA-256 of the file).  Phantom-trained only;
 not for clinical use.  Like the real CT samples, the weights are *not* in the pip package:
 :func:`weights_dir` finds them in the repository checkout.
 
