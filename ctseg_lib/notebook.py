@@ -139,12 +139,12 @@ def pretrained_run(preset: str) -> Run:
     of the weights.
     """
     from .checkpoint import model_from_checkpoint
-    from .pretrained import pretrained_checkpoint
+    from .pretrained import pretrained_checkpoint, training_seconds
 
     ckpt, path = pretrained_checkpoint(preset)
     model, config, meta = model_from_checkpoint(ckpt, path)
     history = list(ckpt.get("history", []))
-    return Run(model, config, meta, history, path.parent, float(sum(float(r.get("time", 0.0)) for r in history)))
+    return Run(model, config, meta, history, path.parent, training_seconds(history))
 
 
 def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = True,

@@ -68,6 +68,11 @@ def recipe_differences(config: dict, preset: str) -> list[str]:
             if k != "name" and a.get(k) != b.get(k)]
 
 
+def training_seconds(history: list[dict]) -> float:
+    """A run's training time: the sum of its epochs' ``time`` (s), as ``history.json`` records them."""
+    return float(sum(float(r.get("time", 0.0)) for r in history))
+
+
 def pretrained_path(preset: str) -> Path:
     """``<weights_dir>/<preset>.pt``.
 

@@ -84,20 +84,6 @@ def test_pretrained_run_is_the_shipped_network_as_a_chapter_uses_it(preset):
     assert run.meta["split"]["train"], "the training cases are recorded"
 
 
-def test_pretrained_run_refuses_another_recipe_like_load_pretrained(tmp_path, monkeypatch):
-    from ctseg_lib.notebook import pretrained_run
-
-    ship = _ship_module()
-    out = tmp_path / "models"
-    ship.ship(_full_checkpoint(tmp_path), "lung_25d", "ctseg synth --task lung --cases 20 --seed 1", out)
-    ck = load_checkpoint(out / "lung_25d.pt")
-    ck["config"]["epochs"] = 40
-    torch.save(ck, out / "lung_25d.pt")
-    monkeypatch.setenv("CTSEG_WEIGHTS", str(out))
-    with pytest.raises(CTSegError, match=r"another recipe.*epochs: 40 -> 120"):
-        pretrained_run("lung_25d")
-
-
 def test_unknown_preset_names_what_is_shipped():
     with pytest.raises(CTSegError, match="no shipped weights for preset 'liver_2d'.*lung_25d"):
         pretrained_path("liver_2d")
@@ -119,8 +105,12 @@ def test_recipe_differences_names_the_changed_key(tmp_path):
     assert recipe_differences(ck["config"], "lung_25d") == ["epochs: 40 -> 120"]
 
 
-def test_load_pretrained_refuses_weights_of_another_recipe(tmp_path, monkeypatch):
-    """Weights trained before the preset was edited are refused, with the key named."""
+@pytest.mark.parametrize("loader", ["load_pretrained", "pretrained_run"])
+def test_load_pretrained_refuses_weights_of_another_recipe(tmp_path, monkeypatch, loader):
+    """Weights trained before the preset was edited are refused, with the key named: by
+    ``load_pretrained`` and by the chapters' ``notebook.pretrained_run`` alike."""
+    from ctseg_lib.notebook import pretrained_run
+
     ship = _ship_module()
     src = _full_checkpoint(tmp_path)
     out = tmp_path / "models"
@@ -129,8 +119,9 @@ def test_load_pretrained_refuses_weights_of_another_recipe(tmp_path, monkeypatch
     ck["config"]["model"]["dot_filter"] = []  # as if configs/lung_25d.yaml had gained the filter later
     torch.save(ck, out / "lung_25d.pt")
     monkeypatch.setenv("CTSEG_WEIGHTS", str(out))
+    load = {"load_pretrained": load_pretrained, "pretrained_run": pretrained_run}[loader]
     with pytest.raises(CTSegError, match=r"another recipe.*model\.dot_filter: \[\] -> \[4\.0, 6\.0\]"):
-        load_pretrained("lung_25d")
+        load("lung_25d")
 
 
 def test_ship_strips_training_state_and_keeps_the_weights(tmp_path):

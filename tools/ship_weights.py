@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from ctseg_lib.checkpoint import FORMAT, VERSION, load_checkpoint  # noqa: E402
 from ctseg_lib.errors import CTSegError  # noqa: E402
 from ctseg_lib.io import atomic_path  # noqa: E402
-from ctseg_lib.pretrained import recipe_differences  # noqa: E402
+from ctseg_lib.pretrained import recipe_differences, training_seconds  # noqa: E402
 
 
 def sha256(path: Path) -> str:
@@ -80,7 +80,7 @@ def ship(checkpoint: Path, preset: str, data_command: str, out: Path) -> tuple[P
         "trained_as": ckpt["config"].get("name"),
         "epochs": len(history) or int(ckpt["epoch"]),
         "checkpoint_epoch": int(ckpt["epoch"]),
-        "training_seconds": round(sum(float(r.get("time", 0.0)) for r in history), 1),
+        "training_seconds": round(training_seconds(history), 1),
         "precision": ckpt["meta"].get("precision"),
         "train_cases": list(ckpt["meta"].get("split", {}).get("train", [])),
         "source_sha256": sha256(checkpoint),
