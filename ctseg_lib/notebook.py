@@ -128,6 +128,7 @@ class Run:
     history: list[dict]
     out_dir: Path
     train_seconds: float
+    epoch: int = 0  # the epoch whose weights ``model`` holds (1-based; 0 = unknown)
 
 
 def pretrained_run(preset: str) -> Run:
@@ -144,22 +145,23 @@ def pretrained_run(preset: str) -> Run:
     ckpt, path = pretrained_checkpoint(preset)
     model, config, meta = model_from_checkpoint(ckpt, path)
     history = list(ckpt.get("history", []))
-    return Run(model, config, meta, history, path.parent, training_seconds(history))
+    return Run(model, config, meta, history, path.parent, training_seconds(history), int(ckpt["epoch"]))
 
 
 def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = True,
-                 device: str | None = None) -> Run:
+                 device: str | None = None, checkpoint: str = "best") -> Run:
     """Train ``cfg`` on ``data_root`` once; later calls with the same config and data reuse the run.
 
     The run folder is ``book/_data/runs/<name>-<hash>``, the hash covering the whole config and
     the dataset path, so changing any hyper-parameter trains anew.  ``done.json`` is written last:
     an interrupted run is retrained, never half-reused.  (A cold build of the book — an empty
-    ``book/_data`` — trains everything.)
+    ``book/_data`` — trains everything.)  ``checkpoint``: ``"best"`` (the epoch validation chose,
+    ``best.pt``) or ``"last"`` (the final epoch, ``last.pt``); the same run serves both.
     """
     import hashlib
     import json
 
-    from .checkpoint import load_model
+    from .checkpoint import load_checkpoint, model_from_checkpoint
     from .io import file_lock, write_json_atomic
     from .training import train, training_precision
 
@@ -177,8 +179,12 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
                 # cases preprocessed once per parameter set and shared by all runs (CaseCache)
                 train(cfg, data_root, out, quiet=quiet, device=device, cache_dir=DEFAULT_CACHE / "cache")
                 write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     info = json.loads(done.read_text())
-    model, config, meta = load_model(out / "best.pt")
+    path = out / f"{checkpoint}.pt"
+    ckpt = load_checkpoint(path)
+    model, config, meta = model_from_checkpoint(ckpt, path)
     history = json.loads((out / "history.json").read_text())
     model.eval()
-    return Run(model, config, meta, history, out, float(info["train_seconds"]))
+    return Run(model, config, meta, history, out, float(info["train_seconds"]), int(ckpt["epoch"]))

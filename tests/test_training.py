@@ -372,3 +372,37 @@ def test_train_cached_keys_runs_by_training_precision(data, tmp_path, monkeypatc
     bf = nb.train_cached(cfg, data, "toy", device="cpu")
     assert again.out_dir == fp.out_dir, "the same precision reuses the run"
     assert bf.out_dir != fp.out_dir and bf.meta["precision"] == "bfloat16" and fp.meta["precision"] == "float32"
+
+
+def test_validation_does_not_change_the_trained_network(data, tmp_path):
+    """Validating every epoch or only after the last one gives the same final weights: validation
+    draws no random numbers and changes no weights or BatchNorm statistics.  Chapter 8 relies on it
+    when it compares its seed-0 runs' ``last.pt`` with runs of seeds 1 and 2 that validate once
+    (planted variants, both caught: validation drew random numbers; validation ran a forward pass in
+    ``train()`` mode, so BatchNorm updated its running statistics on the validation slices)."""
+    every = train(tiny_cfg(epochs=3, val_every=1), data, tmp_path / "every", quiet=True, device="cpu")
+    once = train(tiny_cfg(epochs=3, val_every=3), data, tmp_path / "once", quiet=True, device="cpu")
+    assert [("val_mean_dice" in r) for r in every.history] == [True, True, True]
+    assert [("val_mean_dice" in r) for r in once.history] == [False, False, True]
+    a = load_checkpoint(tmp_path / "every" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "once" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_cached_loads_the_best_or_the_last_epoch_of_one_run(data, tmp_path, monkeypatch):
+    """``checkpoint="last"`` loads ``last.pt`` of the same cached run (no second training) and ``Run.epoch``
+    says which epoch the weights are; chapter 8 compares its models' final epochs over seeds."""
+    import ctseg_lib.notebook as nb
+    import ctseg_lib.training as T
+
+    monkeypatch.setattr(nb, "DEFAULT_CACHE", tmp_path)
+    scores = iter([0.5, 0.2])  # validation prefers epoch 2 of 4
+    monkeypatch.setattr(T, "validate", lambda *a, **k: {"val_global_mean_dice": next(scores)})
+    cfg = tiny_cfg(epochs=4, val_every=2)
+    best = nb.train_cached(cfg, data, "toy", device="cpu")
+    last = nb.train_cached(cfg, data, "toy", device="cpu", checkpoint="last")
+    assert last.out_dir == best.out_dir and (best.epoch, last.epoch) == (2, 4)
+    sd_best, sd_last = best.model.state_dict(), last.model.state_dict()
+    assert not all(torch.equal(v, sd_last[k]) for k, v in sd_best.items() if v.is_floating_point())
+    with pytest.raises(ValueError, match="'best' or 'last'"):
+        nb.train_cached(cfg, data, "toy", device="cpu", checkpoint="final")

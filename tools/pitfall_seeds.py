@@ -5,7 +5,8 @@
     python tools/pitfall_seeds.py --out /tmp/pitfalls --set context  # chapter 8's 2D vs 2.5D, 3 seeds
 
 ``--set context`` compares chapter 8's two models instead (the book's 2D model and its 2.5D copy,
-``model.context: 1``), which the chapter trains with one seed only.
+``model.context: 1``), which the chapter trains with three seeds on its own fresh phantoms (final
+epochs); this tool tests ``best.pt`` on other fresh phantoms (``--test-seed``).
 
 Trains the book's liver model (``liver_2d_book``) and three variants of it with the budget of the
 book — each differs in the config keys listed in ``PIPELINES`` only — on the book's 16 training
