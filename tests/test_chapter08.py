@@ -59,3 +59,5 @@ def test_reported_over_seeds_with_a_paired_interval_and_a_glued_verdict():
                 "seed_verdict"):
         assert f'glue("{key}"' in CODE and f"{{glue:text}}`{key}" in TEXT
     assert "Three seeds\nper model do not fit" not in TEXT and "## Three seeds per model" in TEXT
+    summary = TEXT[TEXT.index("## Summary"):]
+    assert "{glue:text}`seed_delta:" in summary and "{glue:text}`seed_range_max:" in summary
