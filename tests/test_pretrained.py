@@ -81,6 +81,7 @@ def test_pretrained_run_is_the_shipped_network_as_a_chapter_uses_it(preset):
     assert recipe_differences(run.config.to_dict(), preset) == []
     assert len(run.history) == info["epochs"] and run.out_dir == pretrained_path(preset).parent
     assert abs(run.train_seconds - info["training_seconds"]) < 0.1
+    assert run.epoch == info.get("checkpoint_epoch", info["epochs"]), "Run.epoch: the epoch of the shipped weights"
     assert run.meta["split"]["train"], "the training cases are recorded"
 
 
