@@ -165,6 +165,8 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
     from .io import file_lock, write_json_atomic
     from .training import train, training_precision
 
+    if checkpoint not in ("best", "last"):  # before any training: a typo must not cost a run
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     # the precision is part of the key: float32 and bfloat16 training give different networks
     precision = training_precision(cfg, device or detect_device())
     key = hashlib.sha256(json.dumps([cfg.to_dict(), str(Path(data_root).resolve()), precision],
@@ -179,8 +181,6 @@ def train_cached(cfg: object, data_root: str | Path, name: str, quiet: bool = Tr
                 # cases preprocessed once per parameter set and shared by all runs (CaseCache)
                 train(cfg, data_root, out, quiet=quiet, device=device, cache_dir=DEFAULT_CACHE / "cache")
                 write_json_atomic(done, {"train_seconds": round(time.perf_counter() - t0, 1)})
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     info = json.loads(done.read_text())
     path = out / f"{checkpoint}.pt"
     ckpt = load_checkpoint(path)

@@ -404,5 +404,6 @@ def test_train_cached_loads_the_best_or_the_last_epoch_of_one_run(data, tmp_path
     assert last.out_dir == best.out_dir and (best.epoch, last.epoch) == (2, 4)
     sd_best, sd_last = best.model.state_dict(), last.model.state_dict()
     assert not all(torch.equal(v, sd_last[k]) for k, v in sd_best.items() if v.is_floating_point())
-    with pytest.raises(ValueError, match="'best' or 'last'"):
-        nb.train_cached(cfg, data, "toy", device="cpu", checkpoint="final")
+    with pytest.raises(ValueError, match="'best' or 'last'"):  # refused before training anything
+        nb.train_cached(tiny_cfg(epochs=1, seed=7), data, "typo", device="cpu", checkpoint="final")
+    assert not list((tmp_path / "runs").glob("typo-*"))
