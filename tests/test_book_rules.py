@@ -44,6 +44,22 @@ def _python(source: str) -> str:
                      for line in source.splitlines())
 
 
+def _assigned(sources: list[str], *names: str):
+    """The value node of the first top-level ``NAME = ...`` (one name) or ``A, B = ...`` (several) in the
+    code cells ``sources``; for the chapter tests that read a chapter's constants without executing it."""
+    import ast
+
+    for source in sources:
+        for node in ast.parse(_python(source)).body:
+            if not isinstance(node, ast.Assign):
+                continue
+            for t in node.targets:
+                got = [getattr(e, "id", None) for e in t.elts] if isinstance(t, ast.Tuple) else [getattr(t, "id", None)]
+                if got == list(names):
+                    return node.value
+    raise AssertionError(f"no code cell assigns {', '.join(names)}")
+
+
 # ---------------------------------------------------------------------------------------------- toc
 def test_toc_numbers_every_chapter_and_lists_the_glossary():
     parts = TOC["parts"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from .test_book_rules import _python
+from .test_book_rules import _assigned as assigned
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = list(nbformat.read(ROOT / "book" / "08_liver.ipynb", as_version=4).cells)
@@ -24,14 +24,8 @@ CODE = "\n".join(c.source for c in CELLS if c.cell_type == "code")
 TEXT = "\n".join(c.source for c in CELLS if c.cell_type == "markdown")
 
 
-def _assigned(name: str):
-    for c in CELLS:
-        if c.cell_type != "code":
-            continue
-        for node in ast.parse(_python(c.source)).body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return node.value
-    raise AssertionError(f"chapter 8 assigns no {name}")
+def _assigned(*names: str):
+    return assigned([c.source for c in CELLS if c.cell_type == "code"], *names)
 
 
 def test_three_seeds_per_model_differing_only_in_the_seed():
@@ -63,22 +57,9 @@ def test_reported_over_seeds_with_a_paired_interval_and_a_glued_verdict():
     assert "{glue:text}`seed_delta:" in summary and "{glue:text}`seed_range_max:" in summary
 
 
-def _seed_floors() -> tuple[float, float]:
-    """The literal tuple of ``SEED_LIVER_MIN, SEED_TUMOUR_MIN = ...``."""
-    for c in CELLS:
-        if c.cell_type != "code":
-            continue
-        for node in ast.parse(_python(c.source)).body:
-            names = [getattr(e, "id", None) for e in getattr(node.targets[0], "elts", [])] \
-                if isinstance(node, ast.Assign) else []
-            if names == ["SEED_LIVER_MIN", "SEED_TUMOUR_MIN"]:
-                return ast.literal_eval(node.value)
-    raise AssertionError("chapter 8 assigns no SEED_LIVER_MIN, SEED_TUMOUR_MIN")
-
-
 def test_every_seed_run_is_asserted_on_the_phantoms():
     """Floors for every run (liver) and for each model over its seeds (tumour), phantoms only."""
-    liver_min, tumour_min = _seed_floors()
+    liver_min, tumour_min = ast.literal_eval(_assigned("SEED_LIVER_MIN", "SEED_TUMOUR_MIN"))
     assert 0.8 <= liver_min < 0.9 and 0.1 <= tumour_min < 0.3
     assert 'assert r["liver Dice"] >= SEED_LIVER_MIN' in CODE
     assert 'assert v["tumour Dice"][0] >= SEED_TUMOUR_MIN' in CODE

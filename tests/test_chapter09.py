@@ -23,7 +23,7 @@ import numpy as np
 
 from ctseg_lib.config import TrainConfig
 
-from .test_book_rules import _python
+from .test_book_rules import _assigned as assigned
 
 ROOT = Path(__file__).resolve().parent.parent
 CH9 = ROOT / "book" / "09_lung.ipynb"
@@ -39,12 +39,7 @@ TEXT = "\n".join(_cells("markdown"))
 
 def _assigned(name: str):
     """The literal (or simple numeric expression) a top-level ``name = ...`` of a code cell assigns."""
-    for source in _cells("code"):
-        tree = ast.parse(_python(source))
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return node.value
-    raise AssertionError(f"chapter 9 assigns no {name}")
+    return assigned(_cells("code"), name)
 
 
 def test_fresh_test_set_is_seed_909_and_nobody_else_uses_it():
